@@ -1,0 +1,69 @@
+"""PreprocessSpec: the one description of how a clip becomes model input, stored in checkpoints and exported files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Defaults reproduce MSAF/CFN-SR's RAVDESS preprocessing.
+
+    ``channel_order`` is ``"bgr"`` by default because the published pipeline read its JPEG frames with OpenCV
+    (BGR) and normalised them with ImageNet's RGB mean/std; published checkpoints expect blue in channel 0.
+    ``msaf_compat`` crops the face from the whole frame first squashed to ``image_size`` (as MSAF did) instead of
+    from the full-resolution frame.
+    """
+
+    frames: int = 30
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    channel_order: str = "bgr"
+    sample_rate: int = 44100
+    audio_offset: float = 0.5
+    audio_duration: float = 2.45
+    n_mfcc: int = 13
+    mfcc_frames: int = 212
+    n_fft: int = 2048
+    hop_length: int = 512
+    msaf_compat: bool = False
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
+        expected = 1 + int(round(self.audio_duration * self.sample_rate)) // self.hop_length
+        if expected != self.mfcc_frames:
+            raise ValueError(
+                f"mfcc_frames {self.mfcc_frames} does not match {self.audio_duration} s at {self.sample_rate} Hz "
+                f"with hop {self.hop_length} (gives {expected})"
+            )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown PreprocessSpec fields {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @classmethod
+    def for_model(cls, model_config, **overrides) -> "PreprocessSpec":
+        """The spec whose output shapes match a ModelConfig (frames, image size, MFCC shape)."""
+        return cls(frames=model_config.frames, image_size=model_config.image_size, n_mfcc=model_config.mfcc_bins,
+                   mfcc_frames=model_config.mfcc_frames, **overrides)
+
+    def replace(self, **overrides) -> "PreprocessSpec":
+        return dataclasses.replace(self, **overrides)

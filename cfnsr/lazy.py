@@ -1,0 +1,30 @@
+"""Optional and GPU-only packages are imported on first use, with a message naming the extra that installs them."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import MissingDependencyError
+
+# module -> (pip extra, what it is for)
+EXTRAS = {
+    "tensorrt": ("tensorrt", "building and running TensorRT engines"),
+    "cuda": ("tensorrt", "CUDA device buffers for TensorRT (cuda-python)"),
+    "openvino": ("openvino", "the OpenVINO CPU backend"),
+    "onnxruntime": ("", "the ONNX Runtime backend (a core dependency)"),
+    "matplotlib": ("", "PNG plots (a core dependency)"),
+}
+
+
+def require(module: str, extra: str | None = None, purpose: str | None = None) -> ModuleType:
+    """Import ``module`` or raise MissingDependencyError saying exactly what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        default_extra, default_purpose = EXTRAS.get(top, ("", f"the {top} package"))
+        extra = default_extra if extra is None else extra
+        purpose = purpose or default_purpose
+        fix = f"pip install 'cfnsr[{extra}]'" if extra else f"pip install {top}"
+        raise MissingDependencyError(f"{module} is needed for {purpose} but cannot be imported ({e}); {fix}") from e

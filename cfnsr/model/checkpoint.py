@@ -1,0 +1,119 @@
+"""cfnsr checkpoints: the state dict plus everything needed to rebuild and feed the network.
+
+A checkpoint is a dict of plain Python values and tensors, so it loads with ``torch.load(weights_only=True)``::
+
+    {"format": "cfnsr-checkpoint", "format_version": 1, "cfnsr_version": ...,
+     "model_config": {...}, "state_dict": {...}, "preprocess": {...} | None, ...extra}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..fileio import atomic_path
+from .config import ModelConfig
+from .network import CFNSR
+
+FORMAT = "cfnsr-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: CFNSR,
+    *,
+    preprocess: dict | None = None,
+    force: bool = True,
+    **extra: Any,
+) -> Path:
+    """Write ``model`` (and ``extra`` entries: metrics, split, optimizer state, ...) atomically to ``path``."""
+    from .. import __version__
+
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "cfnsr_version": __version__,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "preprocess": preprocess,
+        **extra,
+    }
+    with atomic_path(path, force) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def _torch_load(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            " (expected a file written by torch.save holding tensors and plain values)"
+        ) from e
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a cfnsr checkpoint (never executes code from the file)."""
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        hint = ""
+        if isinstance(ckpt, dict) and any(k.startswith(("msaf.", "module.msaf.", "video_model_blocks")) for k in ckpt):
+            hint = "; it looks like a published CFN-SR/MSAF state dict: convert it with `cfnsr import-original --fused`"
+        raise CheckpointError(f"{path} is not a cfnsr checkpoint (no 'format': '{FORMAT}' entry){hint}")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {ckpt['format_version']}; this cfnsr reads up to {FORMAT_VERSION}"
+        )
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> CFNSR:
+    try:
+        cfg = ModelConfig.from_dict(ckpt["model_config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: invalid model_config: {e}") from e
+    model = CFNSR(cfg)
+    load_state_dict_checked(model, ckpt["state_dict"], source)
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CFNSR:
+    """Return the eval-mode CFN-SR network stored in a cfnsr checkpoint (contract)."""
+    model = model_from_checkpoint(load_checkpoint(path), str(path))
+    return model.to(map_location)
+
+
+def describe_mismatch(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], limit: int = 20) -> str:
+    """Missing, unexpected and wrongly shaped keys, one block each (empty string when they match)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(got[k].shape)}, model {tuple(expected[k])}"
+        for k in expected
+        if k in got and tuple(got[k].shape) != tuple(expected[k])
+    ]
+    parts = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{title} ({len(items)}): " + ", ".join(items[:limit]) + more)
+    return "; ".join(parts)
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: str) -> None:
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    problem = describe_mismatch(expected, state_dict)
+    if problem:
+        cfg = getattr(model, "config", None)
+        name = f" configuration {cfg.name!r}" if cfg is not None else ""
+        raise CheckpointError(f"{source} does not match the model{name}: {problem}")
+    model.load_state_dict(state_dict)

@@ -1,0 +1,56 @@
+import os
+
+import pytest
+
+# Two cores on CI: keep torch from oversubscribing when tests run in parallel.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow (paper-size model)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    has_cuda = False
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        pass
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--slow"):
+            item.add_marker(pytest.mark.skip(reason="paper-size model: run with --slow"))
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none visible)"))
+        if "tensorrt" in item.keywords and not (has_trt and has_cuda):
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and an NVIDIA GPU (tensorrt does not import here)"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from cfnsr.model import get_config
+
+    return get_config("cfn-sr-tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    import torch
+
+    from cfnsr.model import create_model
+
+    torch.manual_seed(0)
+    return create_model(tiny_config).eval()
+
+
+@pytest.fixture
+def tiny_inputs(tiny_config):
+    import torch
+
+    from cfnsr.model.summary import example_inputs
+
+    return example_inputs(tiny_config, batch=3, generator=torch.Generator().manual_seed(1))
