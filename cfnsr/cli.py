@@ -106,3 +106,43 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
 
 
 
+# ------------------------------------------------------------------------------------------------ data
+@main.command("synth-ravdess")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--actors", default=8, show_default=True, help="Number of actors (1-24), 60 speech clips each.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Parallel processes.")
+@click.option("--force", is_flag=True, help="Write into a folder that already has clips.")
+def synth_ravdess(out, actors, seed, workers, force) -> None:
+    """Write a synthetic data set in RAVDESS's exact layout (mp4 clips with audio, landmark CSVs)."""
+    from .data.synth import generate
+
+    if any(Path(out).glob("Actor_*/*.mp4")) and not force:
+        raise CfnsrError(f"{out} already holds clips; pass --force to overwrite them")
+    generate(out, actors=actors, seed=seed, workers=workers)
+    click.echo(f"wrote {actors * 60} clips of {actors} actors to {out}")
+
+
+@main.command()
+@click.argument("raw_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "cache_dir", required=True, type=click.Path(file_okay=False),
+              help="Feature cache folder (created; an unfinished one is continued).")
+@click.option("--config", "config_name", default="cfn-sr", show_default=True,
+              help="Model configuration whose input size the features take (frames, face size).")
+@click.option("--msaf-compat", is_flag=True,
+              help="Crop faces from the frame squashed to the face size first, as MSAF did (for published checkpoints).")
+@click.option("--channel-order", type=click.Choice(["bgr", "rgb"]), default="bgr", show_default=True,
+              help="Channel order the model sees; MSAF/CFN-SR checkpoints were trained on BGR.")
+@click.option("--song", is_flag=True, help="Also take the song clips (speech only by default).")
+@click.option("--no-detector", is_flag=True, help="Without a landmark file, centre-crop instead of detecting the face.")
+@click.option("--workers", default=2, show_default=True, help="Parallel processes.")
+def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers) -> None:
+    """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
+    from .data.cache import format_summary, preprocess as run
+    from .data.spec import PreprocessSpec
+    from .model import get_config
+
+    spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
+    manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
+                   log=click.echo)
+    click.echo(format_summary(manifest))

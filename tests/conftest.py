@@ -54,3 +54,28 @@ def tiny_inputs(tiny_config):
     from cfnsr.model.summary import example_inputs
 
     return example_inputs(tiny_config, batch=3, generator=torch.Generator().manual_seed(1))
+
+
+# ------------------------------------------------------------------------ synthetic RAVDESS, shared by the suite
+SYNTH_ACTORS = 8
+
+
+@pytest.fixture(scope="session")
+def synth_raw(tmp_path_factory):
+    """A synthetic RAVDESS folder (8 actors x 60 clips), made once per test session."""
+    from cfnsr.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("ravdess"), actors=SYNTH_ACTORS, seed=0, workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(synth_raw, tmp_path_factory):
+    """The feature cache of ``synth_raw`` at the tiny configuration's input size."""
+    from cfnsr.data.cache import FeatureCache, preprocess
+    from cfnsr.data.spec import PreprocessSpec
+    from cfnsr.model import get_config
+
+    out = tmp_path_factory.mktemp("cache")
+    spec = PreprocessSpec.for_model(get_config("cfn-sr-tiny"))
+    preprocess(synth_raw, out, spec, workers=2, progress=False, log=lambda *a: None)
+    return FeatureCache.open(out)

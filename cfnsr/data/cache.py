@@ -1,0 +1,275 @@
+"""The feature cache that ``cfnsr preprocess`` writes and training, calibration and validation read.
+
+Layout::
+
+    CACHE/spec.json          PreprocessSpec (written first; a cache never mixes specs)
+    CACHE/frames/<stem>.npy  uint8 (T, H, W, 3) RGB face crops, memory-mapped when read
+    CACHE/mfcc/<stem>.npy    float32 (13, 212)
+    CACHE/progress.jsonl     one line per finished clip, appended as clips finish (resume reads it)
+    CACHE/failures.json      clips that could not be processed, with the reason
+    CACHE/manifest.json      written last: every clip sorted by name, counts, and the cache hash
+
+A clip's arrays are written to temporary names and renamed before its progress line is appended, so an
+interrupted run never leaves a partial clip that looks complete; a run over the same folder continues where the
+last one stopped, and the final manifest does not depend on the order in which clips finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..fileio import sha256_file, write_json
+from .ravdess import ClipName, find_clips, find_landmarks, parse_name
+from .spec import PreprocessSpec
+
+MANIFEST = "manifest.json"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> str:
+    """Atomic np.save; returns the sha256 of the array's bytes."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _process_job(args) -> dict:
+    """Worker: one clip -> arrays on disk; returns its manifest entry or its failure."""
+    clip, raw_dir, cache_dir, spec_dict, use_detector = args
+    clip, raw_dir, cache_dir = Path(clip), Path(raw_dir), Path(cache_dir)
+    spec = PreprocessSpec.from_dict(spec_dict)
+    name = parse_name(clip)
+    try:
+        from .features import extract_clip
+
+        source_sha = sha256_file(clip)
+        lm = find_landmarks(raw_dir, name)
+        feats = extract_clip(clip, spec, lm, use_detector=use_detector)
+        frames_sha = _save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
+        mfcc_sha = _save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
+    except DataError as e:
+        return {"stem": name.stem, "source": str(clip), "error": str(e)}
+    except Exception as e:  # an unexpected decoder failure is reported, never fatal for the whole run
+        return {"stem": name.stem, "source": str(clip), "error": f"{type(e).__name__}: {e}"}
+    return {
+        "stem": name.stem,
+        "label": name.label,
+        "emotion": name.emotion_name,
+        "actor": name.actor,
+        "intensity": name.intensity,
+        "statement": name.statement,
+        "repetition": name.repetition,
+        "vocal_channel": name.vocal_channel,
+        "source": str(clip.relative_to(raw_dir)),
+        "source_sha256": source_sha,
+        "landmarks": str(lm.relative_to(raw_dir)) if lm else None,
+        "crop": feats.crop_method,
+        "audio_padded": feats.audio_padded,
+        "frames_sha256": frames_sha,
+        "mfcc_sha256": mfcc_sha,
+    }
+
+
+def _read_progress(path: Path) -> dict[str, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption: that clip is simply done again
+            done[entry["stem"]] = entry
+    return done
+
+
+def cache_hash(entries: list[dict], spec: PreprocessSpec) -> str:
+    h = hashlib.sha256(spec.to_json().encode())
+    for e in sorted(entries, key=lambda e: e["stem"]):
+        h.update(f"{e['stem']}:{e['frames_sha256']}:{e['mfcc_sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def estimate_bytes(n_clips: int, spec: PreprocessSpec) -> int:
+    return n_clips * (spec.frames * spec.image_size**2 * 3 + spec.n_mfcc * spec.mfcc_frames * 4)
+
+
+def preprocess(
+    raw_dir: str | Path,
+    cache_dir: str | Path,
+    spec: PreprocessSpec,
+    workers: int = 1,
+    include_song: bool = False,
+    use_detector: bool = True,
+    limit: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Build (or continue) the feature cache of ``raw_dir`` in ``cache_dir``; returns the manifest.
+
+    ``limit`` stops after that many new clips (used to test resuming).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
+    clips = find_clips(raw_dir, include_song=include_song)
+    if not clips:
+        raise DataError(f"no full-AV {'speech or song' if include_song else 'speech'} clips under {raw_dir}/Actor_XX")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = cache_dir / "spec.json"
+    if spec_path.exists():
+        old = PreprocessSpec.from_dict(json.loads(spec_path.read_text()))
+        if old != spec:
+            raise DataError(
+                f"{cache_dir} holds features made with another preprocessing spec ({old.to_json()}); "
+                "use a new output folder"
+            )
+    else:
+        write_json(spec_path, spec.to_dict())
+    (cache_dir / "frames").mkdir(exist_ok=True)
+    (cache_dir / "mfcc").mkdir(exist_ok=True)
+    manifest_path = cache_dir / MANIFEST
+    progress_path = cache_dir / "progress.jsonl"
+    done = _read_progress(progress_path)
+    # A clip counts as done only if its arrays exist and its source file has not changed.
+    todo = []
+    for clip, name in clips:
+        entry = done.get(name.stem)
+        ok = (
+            entry is not None
+            and (cache_dir / "frames" / f"{name.stem}.npy").exists()
+            and (cache_dir / "mfcc" / f"{name.stem}.npy").exists()
+            and entry["source_sha256"] == sha256_file(clip)
+        )
+        if not ok:
+            done.pop(name.stem, None)
+            todo.append(clip)
+    if limit is not None:
+        todo = todo[:limit]
+    size_gb = estimate_bytes(len(clips), spec) / 1e9
+    log(f"{len(clips)} clips in {raw_dir} ({len(done)} already cached, {len(todo)} to process); "
+        f"the cache will take about {size_gb:.2f} GB in {cache_dir}")
+    manifest_path.unlink(missing_ok=True)  # the cache is incomplete until the manifest is written again
+    failures = {}
+    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), use_detector) for c in todo]
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
+    with open(progress_path, "a") as plog:
+        def record(result: dict) -> None:
+            if "error" in result:
+                failures[result["stem"]] = result
+                bar.write(f"skipped {result['source']}: {result['error']}")
+            else:
+                done[result["stem"]] = result
+                plog.write(json.dumps(result) + "\n")
+                plog.flush()
+            bar.update()
+
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for result in pool.map(_process_job, jobs, chunksize=2):
+                    record(result)
+        else:
+            for job in jobs:
+                record(_process_job(job))
+    bar.close()
+    if limit is not None and len(done) + len(failures) < len(clips):
+        return {"complete": False, "done": len(done)}
+    write_json(cache_dir / "failures.json", sorted(failures.values(), key=lambda e: e["stem"]))
+    entries = sorted(done.values(), key=lambda e: e["stem"])
+    manifest = {
+        "format": "cfnsr-feature-cache",
+        "spec": spec.to_dict(),
+        "raw_dir": str(raw_dir),
+        "clips": entries,
+        "failures": sorted(failures.values(), key=lambda e: e["stem"]),
+        "counts": {
+            "clips": len(entries),
+            "per_emotion": dict(sorted(Counter(e["emotion"] for e in entries).items())),
+            "per_actor": {str(k): v for k, v in sorted(Counter(e["actor"] for e in entries).items())},
+            "per_crop": dict(sorted(Counter(e["crop"] for e in entries).items())),
+        },
+        "hash": cache_hash(entries, spec),
+    }
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def format_summary(manifest: dict) -> str:
+    c = manifest["counts"]
+    lines = [f"{c['clips']} clips cached (hash {manifest['hash'][:12]})",
+             "  per emotion: " + ", ".join(f"{k} {v}" for k, v in c["per_emotion"].items()),
+             "  per actor:   " + ", ".join(f"{int(k):02d}:{v}" for k, v in c["per_actor"].items()),
+             "  face crop:   " + ", ".join(f"{k} {v}" for k, v in c["per_crop"].items())]
+    if manifest["failures"]:
+        lines.append(f"  {len(manifest['failures'])} clips failed:")
+        lines += [f"    {f['source']}: {f['error']}" for f in manifest["failures"]]
+    return "\n".join(lines)
+
+
+@dataclass
+class FeatureCache:
+    """A finished cache: its spec, its clips, and memory-mapped access to their arrays."""
+
+    root: Path
+    spec: PreprocessSpec
+    clips: list[dict]
+    hash: str
+
+    @classmethod
+    def open(cls, root: str | Path) -> "FeatureCache":
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            hint = " (an interrupted `cfnsr preprocess`? run it again to finish)" if (root / "spec.json").exists() else ""
+            raise DataError(f"{root} is not a finished cfnsr feature cache: no {MANIFEST}{hint}")
+        try:
+            m = json.loads(path.read_text())
+            spec = PreprocessSpec.from_dict(m["spec"])
+        except (json.JSONDecodeError, KeyError, ValueError) as e:
+            raise DataError(f"{path} is not a valid cfnsr cache manifest: {e}") from e
+        if m.get("format") != "cfnsr-feature-cache":
+            raise DataError(f"{path} is not a cfnsr feature cache manifest")
+        return cls(root, spec, m["clips"], m["hash"])
+
+    @property
+    def actors(self) -> list[int]:
+        return sorted({c["actor"] for c in self.clips})
+
+    def select(self, actors=None) -> list[dict]:
+        if actors is None:
+            return list(self.clips)
+        actors = set(actors)
+        return [c for c in self.clips if c["actor"] in actors]
+
+    def frames(self, stem: str) -> np.ndarray:
+        return np.load(self.root / "frames" / f"{stem}.npy", mmap_mode="r")
+
+    def mfcc(self, stem: str) -> np.ndarray:
+        return np.load(self.root / "mfcc" / f"{stem}.npy")
+
+    def check_model(self, model_config) -> None:
+        """Refuse a cache whose shapes do not fit the model."""
+        s, m = self.spec, model_config
+        if (s.frames, s.image_size, s.n_mfcc, s.mfcc_frames) != (m.frames, m.image_size, m.mfcc_bins, m.mfcc_frames):
+            raise DataError(
+                f"cache {self.root} holds {s.frames} frames of {s.image_size}x{s.image_size} and MFCC "
+                f"({s.n_mfcc},{s.mfcc_frames}); model configuration {m.name!r} expects {m.frames} frames of "
+                f"{m.image_size}x{m.image_size} and ({m.mfcc_bins},{m.mfcc_frames}): preprocess with "
+                f"`cfnsr preprocess --config {m.name}`"
+            )
+
+
+def clip_name(entry: dict) -> ClipName:
+    return parse_name(entry["stem"])

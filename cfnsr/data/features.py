@@ -1,0 +1,246 @@
+"""Clip -> features, the one implementation used for training, calibration, validation and ``cfnsr predict``.
+
+Video: ``spec.frames`` frames evenly spaced over the clip, the face cropped (landmarks of the same frame, else
+OpenCV's Haar face detector, else a centre crop), resized to ``spec.image_size``, kept as uint8 RGB.
+Audio: the clip's own audio track, mono, resampled to ``spec.sample_rate``, ``spec.audio_offset`` s in,
+``spec.audio_duration`` s long (zero-padded when short), 13 librosa MFCCs -> (13, 212) float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .spec import PreprocessSpec
+
+CROP_METHODS = ("landmarks", "haar", "center")
+
+
+@dataclass
+class ClipFeatures:
+    frames: np.ndarray  # uint8 (T, H, W, 3), RGB
+    mfcc: np.ndarray  # float32 (n_mfcc, mfcc_frames)
+    crop_method: str  # one of CROP_METHODS
+    audio_padded: bool  # the clip was shorter than offset + duration
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+def frame_indices(n_frames: int, count: int) -> np.ndarray:
+    """``count`` indices evenly spaced over ``n_frames`` (MSAF's times i * duration / count)."""
+    if n_frames <= 0:
+        raise ValueError("a clip with no frames")
+    return np.minimum((np.arange(count) * n_frames) // count, n_frames - 1)
+
+
+def _open(path: Path):
+    import av
+
+    if not path.is_file():
+        raise DataError(f"clip {path} does not exist")
+    try:
+        return av.open(str(path))
+    except Exception as e:
+        raise DataError(f"cannot open {path} as a video ({type(e).__name__}: {e})") from e
+
+
+def _decode_frames(path: Path, keep: set[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the video track once; RGB arrays of the frames in ``keep`` and the number of decodable frames."""
+    got, total = {}, 0
+    with _open(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path} has no video track")
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                if total in keep:
+                    got[total] = frame.to_ndarray(format="rgb24")
+                total += 1
+        except Exception as e:
+            if total == 0:
+                raise DataError(f"cannot decode the video of {path} ({type(e).__name__}: {e})") from e
+            # A truncated file: the frames that decoded are used.
+    if total == 0:
+        raise DataError(f"{path}: the video track has no decodable frames")
+    return got, total
+
+
+def read_video_frames(path: str | Path, count: int) -> tuple[np.ndarray, int]:
+    """Decode ``count`` evenly spaced RGB frames; returns (frames uint8 (count, H, W, 3), total frame count).
+
+    Only the chosen frames are converted and kept. The container's frame count is trusted only when decoding
+    confirms it (a truncated file costs a second pass).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        header = container.streams.video[0].frames if container.streams.video else 0
+    total = header
+    got: dict[int, np.ndarray] = {}
+    if header > 0:
+        got, total = _decode_frames(path, set(frame_indices(header, count).tolist()))
+    idx = frame_indices(total, count) if total > 0 else None
+    if header <= 0 or total != header:
+        if header <= 0:
+            _, total = _decode_frames(path, set())
+            idx = frame_indices(total, count)
+        got, total = _decode_frames(path, set(idx.tolist()))
+    return np.stack([got[i] for i in idx.tolist()]), total
+
+
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The clip's audio track as mono float32 at ``sample_rate`` (librosa's resampler)."""
+    import librosa
+
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise DataError(f"{path} has no audio track (CFN-SR needs the clip's speech)")
+        stream = container.streams.audio[0]
+        chunks, rate = [], stream.rate
+        try:
+            for frame in container.decode(stream):
+                a = frame.to_ndarray().astype(np.float32)
+                if frame.format.is_planar:
+                    a = a.mean(axis=0)  # (channels, n) -> mono
+                else:
+                    a = a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                chunks.append(a)
+                rate = frame.sample_rate
+        except Exception as e:
+            if not chunks:
+                raise DataError(f"cannot decode audio of {path} ({type(e).__name__}: {e})") from e
+    if not chunks:
+        raise DataError(f"{path}: the audio track has no decodable samples")
+    audio = np.concatenate(chunks)
+    if rate != sample_rate:
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
+    return audio.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ audio features
+def mfcc_features(audio: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, bool]:
+    """MFCCs of ``audio`` (mono at spec.sample_rate) as (n_mfcc, mfcc_frames) float32; padded flag."""
+    import librosa
+
+    start = int(round(spec.audio_offset * spec.sample_rate))
+    n = int(round(spec.audio_duration * spec.sample_rate))
+    segment = audio[start:start + n]
+    padded = len(segment) < n
+    if padded:
+        segment = np.pad(segment, (0, n - len(segment)))
+    m = librosa.feature.mfcc(y=segment, sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,
+                             hop_length=spec.hop_length)
+    m = m[:, :spec.mfcc_frames]
+    if m.shape[1] < spec.mfcc_frames:
+        m = np.pad(m, ((0, 0), (0, spec.mfcc_frames - m.shape[1])))
+    return m.astype(np.float32), padded
+
+
+# ------------------------------------------------------------------------------------------------ face crop
+def landmark_boxes(landmarks: np.ndarray, frame_idx: np.ndarray, n_frames: int) -> np.ndarray:
+    """(count, 4) boxes (left, top, right, bottom) in pixels from the landmark rows matching ``frame_idx``.
+
+    Rows map to frames proportionally when the CSV and the video disagree on the count; a row where OpenFace
+    lost the face borrows the nearest tracked row.
+    """
+    rows = len(landmarks)
+    valid = np.flatnonzero(~np.isnan(landmarks).any(axis=(1, 2)))
+    boxes = []
+    for i in frame_idx:
+        r = min(int(round(i * rows / n_frames)) if rows != n_frames else int(i), rows - 1)
+        r = valid[np.argmin(np.abs(valid - r))]
+        pts = landmarks[r]
+        boxes.append([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+    return np.asarray(boxes, dtype=np.float32)
+
+
+_HAAR = None
+
+
+def haar_boxes(frames: np.ndarray) -> np.ndarray | None:
+    """Largest frontal face per frame with OpenCV's bundled Haar cascade; None when OpenCV has no cascade or no
+    face is found in any frame. Frames without a detection take the median box of the others."""
+    global _HAAR
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        return None  # OpenCV 5 removed the Haar cascades
+    if _HAAR is None:
+        _HAAR = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    found = []
+    for f in frames:
+        gray = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)
+        min_size = max(24, min(gray.shape) // 8)
+        faces = _HAAR.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
+        if len(faces):
+            x, y, w, h = max(faces, key=lambda b: b[2] * b[3])
+            found.append([x, y, x + w, y + h])
+        else:
+            found.append(None)
+    hits = [b for b in found if b is not None]
+    if not hits:
+        return None
+    median = np.median(np.asarray(hits, dtype=np.float32), axis=0)
+    return np.asarray([b if b is not None else median for b in found], dtype=np.float32)
+
+
+def center_boxes(count: int, height: int, width: int) -> np.ndarray:
+    side = min(height, width)
+    left, top = (width - side) // 2, (height - side) // 2
+    return np.tile(np.asarray([[left, top, left + side, top + side]], dtype=np.float32), (count, 1))
+
+
+def crop_faces(frames: np.ndarray, boxes: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Crop each frame to its box and resize to spec.image_size (uint8 RGB out).
+
+    With ``spec.msaf_compat`` the whole frame is first squashed to image_size x image_size and the box scaled with
+    it, as MSAF's preprocessing did (its published checkpoints saw these upsampled crops).
+    """
+    import cv2
+
+    size = spec.image_size
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, (f, box) in enumerate(zip(frames, boxes)):
+        left, top, right, bottom = box
+        if spec.msaf_compat:
+            h, w = f.shape[:2]
+            f = cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA)
+            left, right = left * size / w, right * size / w
+            top, bottom = top * size / h, bottom * size / h
+        h, w = f.shape[:2]
+        left, top = int(np.clip(left, 0, w - 1)), int(np.clip(top, 0, h - 1))
+        right, bottom = int(np.clip(right, left + 1, w)), int(np.clip(bottom, top + 1, h))
+        out[i] = cv2.resize(f[top:bottom, left:right], (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ one clip
+def extract_clip(path: str | Path, spec: PreprocessSpec, landmarks_path: str | Path | None = None,
+                 use_detector: bool = True) -> ClipFeatures:
+    """Everything the model needs from one clip."""
+    from .ravdess import read_landmarks
+
+    frames, n_frames = read_video_frames(path, spec.frames)
+    idx = frame_indices(n_frames, spec.frames)
+    boxes, method = None, None
+    if landmarks_path is not None:
+        boxes, method = landmark_boxes(read_landmarks(landmarks_path), idx, n_frames), "landmarks"
+    if boxes is None and use_detector:
+        boxes, method = haar_boxes(frames), "haar"
+    if boxes is None:
+        boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
+    faces = crop_faces(frames, boxes, spec)
+    mfcc, padded = mfcc_features(read_audio(path, spec.sample_rate), spec)
+    return ClipFeatures(faces, mfcc, method, padded)
+
+
+def to_model_inputs(frames: np.ndarray, mfcc: np.ndarray, spec: PreprocessSpec):
+    """uint8 RGB frames (T, H, W, 3) and MFCC (13, 212) -> float32 video (3, T, H, W) and audio arrays,
+    normalised as the spec says (channel order, ImageNet mean/std). numpy only, so the CPU runtimes need no torch.
+    """
+    x = frames.astype(np.float32) / 255.0
+    if spec.channel_order == "bgr":
+        x = x[..., ::-1]
+    x = (x - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), np.ascontiguousarray(mfcc, dtype=np.float32)

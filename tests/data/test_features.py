@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cfnsr.data.features import extract_clip, frame_indices, landmark_boxes, mfcc_features, read_audio
+from cfnsr.data.ravdess import find_landmarks, parse_name, read_landmarks
+from cfnsr.data.spec import PreprocessSpec
+from cfnsr.data.synth import AUDIO_RATE, FPS, HEIGHT, WIDTH, write_clip
+from cfnsr.errors import DataError
+
+SPEC = PreprocessSpec(frames=20, image_size=96)
+CLIP = "Actor_03/01-01-05-02-01-02-03.mp4"
+
+
+def _iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_features_have_the_spec_shapes(synth_raw):
+    path = synth_raw / CLIP
+    f = extract_clip(path, SPEC, find_landmarks(synth_raw, parse_name(path)))
+    assert f.frames.shape == (20, 96, 96, 3) and f.frames.dtype == np.uint8
+    assert f.mfcc.shape == (13, 212) and f.mfcc.dtype == np.float32
+    assert f.crop_method == "landmarks" and not f.audio_padded
+    paper = PreprocessSpec()
+    f = extract_clip(path, paper, find_landmarks(synth_raw, parse_name(path)))
+    assert f.frames.shape == (30, 224, 224, 3)
+
+
+def test_landmark_crop_lands_on_the_face(synth_raw):
+    truth = json.loads((synth_raw / "truth.json").read_text())["clips"]["01-01-05-02-01-02-03"]["face_boxes"]
+    lm = read_landmarks(find_landmarks(synth_raw, parse_name(CLIP)))
+    idx = frame_indices(len(truth), 20)
+    boxes = landmark_boxes(lm, idx, len(truth))
+    for i, box in zip(idx, boxes):
+        assert _iou(box, truth[i]) > 0.95
+    # And the pixels: the crop is mostly face (skin), where a centre crop of the frame is mostly backdrop.
+    f = extract_clip(synth_raw / CLIP, SPEC, find_landmarks(synth_raw, parse_name(CLIP)))
+    centre = extract_clip(synth_raw / CLIP, SPEC, None, use_detector=False)
+    assert centre.crop_method == "center"
+    from cfnsr.data.synth import make_actor
+
+    skin = np.asarray(make_actor(3, 0).skin, dtype=np.float32)
+
+    def skin_fraction(frames):
+        return float((np.abs(frames.astype(np.float32) - skin).max(axis=-1) < 30).mean())
+
+    assert skin_fraction(f.frames) > 0.6 > skin_fraction(centre.frames)
+
+
+def test_msaf_compat_crops_from_the_squashed_frame(synth_raw):
+    lm = find_landmarks(synth_raw, parse_name(CLIP))
+    a = extract_clip(synth_raw / CLIP, SPEC, lm)
+    b = extract_clip(synth_raw / CLIP, SPEC.replace(msaf_compat=True), lm)
+    assert a.frames.shape == b.frames.shape
+    # Same region, different resampling path: close but not identical.
+    diff = np.abs(a.frames.astype(int) - b.frames.astype(int)).mean()
+    assert 0 < diff < 25
+
+
+def test_mfcc_of_a_known_tone_matches_librosa(tmp_path):
+    import librosa
+
+    spec = PreprocessSpec()
+    tone = librosa.tone(440.0, sr=spec.sample_rate, duration=3.3).astype(np.float32) * 0.5
+    ours, padded = mfcc_features(tone, spec)
+    start, n = int(0.5 * spec.sample_rate), int(round(2.45 * spec.sample_rate))
+    direct = librosa.feature.mfcc(y=tone[start:start + n], sr=spec.sample_rate, n_mfcc=13)
+    assert not padded and direct.shape == (13, 212)
+    np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-3)
+
+    # Through a real mp4 (AAC at 48 kHz, resampled to 44.1 kHz): the same features up to codec loss.
+    t = np.arange(int(3.3 * AUDIO_RATE)) / AUDIO_RATE
+    blank = [np.zeros((HEIGHT, WIDTH, 3), np.uint8)] * int(3.3 * FPS)
+    write_clip(tmp_path / "tone.mp4", blank, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))
+    decoded, _ = mfcc_features(read_audio(tmp_path / "tone.mp4", spec.sample_rate), spec)
+    # AAC's noise floor lifts the near-silent bands, which moves c0 (overall log energy) by a few percent;
+    # the spectral shape (c1..c4) agrees closely.
+    np.testing.assert_allclose(decoded[0].mean(), direct[0].mean(), rtol=0.1)
+    np.testing.assert_allclose(decoded[1:5].mean(axis=1), direct[1:5].mean(axis=1), rtol=0.05, atol=1.0)
+    assert np.corrcoef(decoded.mean(axis=1), direct.mean(axis=1))[0, 1] > 0.99
+
+
+def test_short_audio_is_padded():
+    spec = PreprocessSpec()
+    m, padded = mfcc_features(np.zeros(spec.sample_rate, np.float32), spec)
+    assert padded and m.shape == (13, 212)
+
+
+def test_clear_errors_for_bad_clips(tmp_path, synth_raw):
+    with pytest.raises(DataError, match="does not exist"):
+        extract_clip(tmp_path / "none.mp4", SPEC)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video")
+    with pytest.raises(DataError, match="cannot open .*bad.mp4 as a video"):
+        extract_clip(bad, SPEC)
+    silent = tmp_path / "silent.mp4"
+    import av
+
+    with av.open(str(silent), "w") as out:
+        v = out.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(10):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+    with pytest.raises(DataError, match="has no audio track"):
+        extract_clip(silent, SPEC)
+    csv = tmp_path / "lm.csv"
+    csv.write_text("frame, x_0\n1, 2\n")
+    with pytest.raises(DataError, match="lacks OpenFace column 'x_1'"):
+        read_landmarks(csv)
+
+
+def test_truncated_clip_uses_the_frames_that_decode(tmp_path, synth_raw):
+    src = synth_raw / CLIP
+    cut = tmp_path / "01-01-05-02-01-02-03.mp4"
+    shutil.copy(src, cut)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    try:
+        f = extract_clip(cut, SPEC, None, use_detector=False)
+    except DataError as e:  # acceptable: a clear error naming the file
+        assert "01-01-05-02-01-02-03.mp4" in str(e)
+    else:
+        assert f.frames.shape == (20, 96, 96, 3)
