@@ -146,3 +146,71 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
                    log=click.echo)
     click.echo(format_summary(manifest))
+# ------------------------------------------------------------------------------------------------ training
+@main.command()
+@click.argument("cache_dir", type=click.Path(file_okay=False))
+@click.option("--config", "config_name", default="cfn-sr", show_default=True, help="Model configuration.")
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--fold", default="1", show_default=True, help="Fold number, or 'all'.")
+@click.option("--folds", default=6, show_default=True, help="Number of actor folds.")
+@click.option("--protocol", type=click.Choice(["honest", "msaf"]), default="honest", show_default=True,
+              help="honest: separate validation and test actors; msaf: the papers' protocol.")
+@click.option("--epochs", default=70, show_default=True)
+@click.option("--unimodal-epochs", default=0, show_default=True,
+              help="Pre-train the video and audio branches alone for this many epochs first (0: skip).")
+@click.option("--batch-size", default=16, show_default=True, help="Global batch size (split over torchrun processes).")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--scheduler", type=click.Choice(["none", "cosine"]), default="none", show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="Mixed precision on GPU (auto: bf16 where supported, else fp16 with a scaler; off on CPU).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=2, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", default=1234, show_default=True)
+@click.option("--init", "init_path", type=click.Path(dir_okay=False),
+              help="Start the fused model from this cfnsr checkpoint (e.g. from `cfnsr import-original`).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR where it stopped.")
+@click.option("--force", is_flag=True, help="Start over in a RUN_DIR that holds a run.")
+def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimodal_epochs, batch_size, lr,
+          weight_decay, scheduler, amp, device, workers, seed, init_path, resume, force) -> None:
+    """Train CFN-SR on a feature cache. Run under `torchrun --nproc_per_node N` for several GPUs (or CPU processes)."""
+    from .data.cache import FeatureCache
+    from .model import get_config, load_model
+    from .train.trainer import TrainConfig, start_run, train_fold
+
+    cache = FeatureCache.open(cache_dir)
+    cfg = get_config(config_name)
+    tc = TrainConfig(epochs=epochs, unimodal_epochs=unimodal_epochs, batch_size=batch_size, lr=lr,
+                     weight_decay=weight_decay, scheduler=scheduler, protocol=protocol, folds=folds, seed=seed,
+                     workers=workers, amp=amp, device=device)
+    cache.check_model(cfg)
+    start_run(run_dir, cache, cfg, tc, resume, force)
+    init = None
+    if init_path:
+        src = load_model(init_path)
+        if src.config != cfg:
+            raise CfnsrError(f"--init {init_path} is configuration {src.config.name!r}, not {cfg.name!r}")
+        init = lambda m: m.load_state_dict(src.state_dict())  # noqa: E731
+    fold_ids = range(1, folds + 1) if fold == "all" else [int(fold)]
+    for k in fold_ids:
+        best = train_fold(cache, cfg, run_dir, k, tc, init=init)
+        msg = f"fold {k}: best validation top-1 {100 * best['val_top1']:.2f}% at epoch {best['epoch']}"
+        if best.get("test"):
+            msg += f"; test top-1 there {100 * best['test']['top1']:.2f}%"
+        if int(__import__("os").environ.get("RANK", "0")) == 0:
+            click.echo(msg + f"  -> {Path(run_dir) / f'fold{k}' / 'best.pt'}")
+
+
+@main.command()
+@click.argument("target", type=click.Path())
+@click.argument("cache_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Write JSON, Markdown and confusion-matrix PNG reports here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+def evaluate(target, cache_dir, out_dir, as_json) -> None:
+    """Accuracy, per-class precision/recall/F1 and confusion of a checkpoint or of every fold of a run folder."""
+    from .data.cache import FeatureCache
+    from .train.evaluate import evaluate as run, format_result
+
+    result = run(target, FeatureCache.open(cache_dir), out_dir)
+    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))

@@ -71,7 +71,7 @@ def test_dataloader_end_to_end(tiny_cache, tiny_config):
     ds = CacheDataset(tiny_cache, actors=[1, 2], train=True, seed=3)
     assert len(ds) == 120
     video, audio, label = next(iter(make_loader(ds, batch_size=4, shuffle=True)))
-    assert video.shape == (4, 3, 20, 96, 96) and video.dtype == torch.float32
+    assert video.shape == (4, 3, 20, 64, 64) and video.dtype == torch.float32
     assert audio.shape == (4, 13, 212) and label.shape == (4,)
     with torch.no_grad():
         assert create_model(tiny_config).eval()(video, audio).shape == (4, 8)

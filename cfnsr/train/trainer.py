@@ -1,0 +1,358 @@
+"""The CFN-SR training recipe (MSAF/CFN-SR ``main_msaf.py``): per fold, optional unimodal pre-training of the
+video ResNeXt and the audio MFCCNet, then the fused network initialised from them; Adam, lr 1e-3, batch 16,
+70 epochs, cross-entropy.
+
+Run folder::
+
+    RUN/run.json                    the training configuration and the data cache's hash
+    RUN/fold1/pretrain_video/       the unimodal stages (when --unimodal-epochs > 0), same layout as below
+    RUN/fold1/last.pt               written atomically every epoch: model, optimizer, scheduler, RNG, history
+    RUN/fold1/best.pt               the epoch with the best validation top-1 (a cfnsr checkpoint)
+    RUN/fold1/metrics.csv           one row per epoch; rewritten from the checkpoint's history, so it survives resume
+
+All randomness comes from torch's generator (saved in last.pt) or is derived from (seed, epoch, index) — the
+shuffling order and the augmentation draws — so ``--resume`` continues a killed run to the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.cache import FeatureCache
+from ..data.dataset import CacheDataset, make_loader
+from ..data.splits import Split, make_split
+from ..errors import CfnsrError
+from ..fileio import write_json, write_text
+from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.config import ModelConfig
+from ..model.network import CFNSR, AudioBranch, VideoBranch
+from .metrics import classification_metrics
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 70
+    unimodal_epochs: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # none (the published recipe) | cosine
+    protocol: str = "honest"
+    folds: int = 6
+    seed: int = 1234
+    workers: int = 0
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in ("none", "cosine"):
+            raise CfnsrError(f"--scheduler must be none or cosine, got {self.scheduler!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise CfnsrError(f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise CfnsrError("--epochs and --batch-size must be at least 1")
+
+
+# ------------------------------------------------------------------------------------------- unimodal models
+class VideoOnly(nn.Module):
+    """The published unimodal 3D ResNeXt (with the ReLU after its stem) and its classifier."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.video = VideoBranch(cfg.replace(stem_relu=True))
+        self.fc = nn.Linear(cfg.video_features, cfg.num_classes)
+
+    def forward(self, video, audio):
+        return self.fc(self.video(video).mean(dim=(2, 3, 4)))
+
+
+class AudioOnly(nn.Module):
+    """The published unimodal MFCCNet and its classifier."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.audio = AudioBranch(cfg)
+        self.dropout2 = nn.Dropout(cfg.audio_dropout2)
+        self.fc1 = nn.Linear(cfg.audio_features, cfg.num_classes)
+
+    def forward(self, video, audio):
+        return self.fc1(self.dropout2(self.audio(audio).flatten(1)))
+
+
+# ------------------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def init_distributed() -> Dist:
+    """Under ``torchrun`` (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def pick_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def amp_dtype(setting: str, device: torch.device):
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); no autocast on CPU unless asked."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+# ------------------------------------------------------------------------------------------- one stage
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, batch_size: int = 16, device: torch.device | None = None,
+            autocast=None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every item of ``dataset`` (eval mode, in order)."""
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    logits, labels = [], []
+    for video, audio, label in make_loader(dataset, batch_size, shuffle=False):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = model(video.to(device, non_blocking=True), audio.to(device, non_blocking=True))
+        logits.append(out.float().cpu().numpy())
+        labels.append(label.numpy())
+    model.train(was)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_top1", "val_top1", "val_top2", "val_top4", "test_top1", "lr"]
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, HISTORY_FIELDS)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
+    write_text(path, buf.getvalue())
+
+
+@dataclass
+class Stage:
+    name: str  # video | audio | fused
+    model: nn.Module
+    out_dir: Path
+    epochs: int
+
+
+@dataclass
+class StageContext:
+    cache: FeatureCache
+    split: Split
+    tc: TrainConfig
+    dist: Dist
+    device: torch.device
+    meta: dict = field(default_factory=dict)
+    progress: bool = True
+    stop_after: int | None = None  # stop after this many epochs in this process (tests: a simulated kill)
+
+
+def run_stage(stage: Stage, ctx: StageContext) -> dict:
+    """Train one stage to its last epoch (continuing from ``last.pt`` when present); returns its best record."""
+    from tqdm import tqdm
+
+    tc, d, device = ctx.tc, ctx.dist, ctx.device
+    out = stage.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    model = stage.model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.epochs) if tc.scheduler == "cosine" else None
+    history: list[dict] = []
+    best: dict = {"val_top1": -1.0, "epoch": 0}
+    start = 0
+    last = out / "last.pt"
+    if last.exists():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        history, best, start = state["history"], state["best"], state["epoch"]
+    if start >= stage.epochs:
+        return best
+
+    dtype = amp_dtype(tc.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_ds = CacheDataset(ctx.cache, ctx.split.train, train=True, seed=tc.seed)
+    val_ds = CacheDataset(ctx.cache, ctx.split.val)
+    test_ds = CacheDataset(ctx.cache, ctx.split.test) if ctx.split.test != ctx.split.val else None
+    net = model
+    sampler = None
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data.distributed import DistributedSampler
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=tc.seed)
+    per_rank_batch = max(1, tc.batch_size // d.world)
+
+    ran = 0
+    for epoch in range(start + 1, stage.epochs + 1):
+        train_ds.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = make_loader(train_ds, per_rank_batch, shuffle=True, sampler=sampler, workers=tc.workers,
+                             pin_memory=device.type == "cuda", seed=tc.seed * 1000 + epoch)
+        net.train()
+        losses, correct, seen = [], 0, 0
+        bar = tqdm(loader, desc=f"{stage.name} epoch {epoch}/{stage.epochs}", unit="batch",
+                   disable=not (ctx.progress and d.main), leave=False)
+        for video, audio, label in bar:
+            video, audio, label = (t.to(device, non_blocking=True) for t in (video, audio, label))
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = net(video, audio)
+                loss = F.cross_entropy(logits.float(), label)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            losses.append(loss.item())
+            correct += (logits.argmax(1) == label).sum().item()
+            seen += len(label)
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
+        if sched is not None:
+            sched.step()
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1),
+               "lr": opt.param_groups[0]["lr"]}
+        if d.main:
+            val = classification_metrics(*predict(model, val_ds, device=device, autocast=dtype))
+            row.update(val_top1=val["top1"], val_top2=val["top2"], val_top4=val["top4"])
+            test = None
+            if test_ds is not None:
+                test = classification_metrics(*predict(model, test_ds, device=device, autocast=dtype))
+                row["test_top1"] = test["top1"]
+            history.append(row)
+            improved = val["top1"] > best["val_top1"]
+            if improved:
+                best = {"epoch": epoch, "val_top1": val["top1"], "val": val, "test": test}
+                save_checkpoint(out / "best.pt", model, preprocess=ctx.cache.spec.to_dict(), stage=stage.name,
+                                epoch=epoch, metrics={"val": val, "test": test}, **ctx.meta)
+            rng = {"torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+            save_checkpoint(last, model, preprocess=ctx.cache.spec.to_dict(), stage=stage.name, epoch=epoch,
+                            optimizer=opt.state_dict(), scheduler=sched.state_dict() if sched else None, rng=rng,
+                            history=history, best=best, **ctx.meta)
+            _write_history(out / "metrics.csv", history)
+            msg = (f"{stage.name} epoch {epoch}/{stage.epochs}: loss {row['train_loss']:.4f} "
+                   f"train {100 * row['train_top1']:.1f}% val {100 * val['top1']:.1f}%")
+            if test is not None:
+                msg += f" test {100 * test['top1']:.1f}%"
+            tqdm.write(msg + (" (best)" if improved else ""))
+        d.barrier()
+        ran += 1
+        if ctx.stop_after is not None and ran >= ctx.stop_after:
+            raise KeyboardInterrupt(f"stopped after {ran} epochs (stop_after)")
+    if d.world > 1:  # every rank needs the best record; rank 0 has it on disk
+        best = load_checkpoint(last)["best"]
+    return best
+
+
+# ------------------------------------------------------------------------------------------- one fold
+def train_fold(cache: FeatureCache, model_config: ModelConfig, run_dir: str | Path, fold: int, tc: TrainConfig,
+               progress: bool = True, stop_after: int | None = None, init: Callable[[CFNSR], None] | None = None,
+               ) -> dict:
+    """Train fold ``fold`` (1-based) into ``run_dir/fold{fold}``; returns the best record of the fused stage."""
+    cache.check_model(model_config)
+    d = init_distributed()
+    device = pick_device(tc.device, d)
+    split = make_split(cache.actors, tc.protocol, fold, tc.folds)
+    fold_dir = Path(run_dir) / f"fold{fold}"
+    meta = {"split": split.to_dict(), "cache_hash": cache.hash, "train_config": asdict(tc), "git_commit": _git_commit()}
+    ctx = StageContext(cache, split, tc, d, device, meta, progress, stop_after)
+
+    torch.manual_seed(tc.seed + fold)
+    model = CFNSR(model_config)
+    if init is not None:
+        init(model)
+    if tc.unimodal_epochs > 0:
+        for name, cls in (("video", VideoOnly), ("audio", AudioOnly)):
+            uni = cls(model_config)
+            run_stage(Stage(name, uni, fold_dir / f"pretrain_{name}", tc.unimodal_epochs), ctx)
+            best = load_checkpoint(fold_dir / f"pretrain_{name}" / "best.pt")["state_dict"]
+            branch = {k[len(name) + 1:]: v for k, v in best.items() if k.startswith(name + ".")}
+            getattr(model, name).load_state_dict(branch)
+    best = run_stage(Stage("fused", model, fold_dir, tc.epochs), ctx)
+    return best
+
+
+def start_run(run_dir: str | Path, cache: FeatureCache, model_config: ModelConfig, tc: TrainConfig, resume: bool,
+              force: bool) -> None:
+    """Check and record the run folder: a new run refuses a used folder; a resumed one must match it."""
+    run_dir = Path(run_dir)
+    record = {"model_config": model_config.to_dict(), "train_config": asdict(tc), "cache": str(cache.root),
+              "cache_hash": cache.hash}
+    path = run_dir / "run.json"
+    if path.exists():
+        import json
+
+        old = json.loads(path.read_text())
+        if resume:
+            diffs = [k for k in ("model_config", "train_config", "cache_hash") if old.get(k) != record[k]]
+            if diffs:
+                raise CfnsrError(f"cannot resume {run_dir}: {', '.join(diffs)} differ from the run recorded there")
+            return
+        if not force:
+            raise CfnsrError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
+        import shutil
+
+        for child in run_dir.glob("fold*"):
+            shutil.rmtree(child)
+    elif resume:
+        raise CfnsrError(f"nothing to resume: {path} does not exist")
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(path, record)
