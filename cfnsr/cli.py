@@ -176,15 +176,18 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
     """Train CFN-SR on a feature cache. Run under `torchrun --nproc_per_node N` for several GPUs (or CPU processes)."""
     from .data.cache import FeatureCache
     from .model import get_config, load_model
-    from .train.trainer import TrainConfig, start_run, train_fold
+    from .train.trainer import TrainConfig, init_distributed, start_run, train_fold
 
+    dist = init_distributed()
     cache = FeatureCache.open(cache_dir)
     cfg = get_config(config_name)
     tc = TrainConfig(epochs=epochs, unimodal_epochs=unimodal_epochs, batch_size=batch_size, lr=lr,
                      weight_decay=weight_decay, scheduler=scheduler, protocol=protocol, folds=folds, seed=seed,
                      workers=workers, amp=amp, device=device)
     cache.check_model(cfg)
-    start_run(run_dir, cache, cfg, tc, resume, force)
+    if dist.main:  # the other processes wait until rank 0 has checked and recorded the run folder
+        start_run(run_dir, cache, cfg, tc, resume, force)
+    dist.barrier()
     init = None
     if init_path:
         src = load_model(init_path)
@@ -197,7 +200,7 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
         msg = f"fold {k}: best validation top-1 {100 * best['val_top1']:.2f}% at epoch {best['epoch']}"
         if best.get("test"):
             msg += f"; test top-1 there {100 * best['test']['top1']:.2f}%"
-        if int(__import__("os").environ.get("RANK", "0")) == 0:
+        if dist.main:
             click.echo(msg + f"  -> {Path(run_dir) / f'fold{k}' / 'best.pt'}")
 
 

@@ -79,3 +79,15 @@ def tiny_cache(synth_raw, tmp_path_factory):
     spec = PreprocessSpec.for_model(get_config("cfn-sr-tiny"))
     preprocess(synth_raw, out, spec, workers=2, progress=False, log=lambda *a: None)
     return FeatureCache.open(out)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_cache, tmp_path_factory):
+    """cfn-sr-tiny trained 10 epochs on the synthetic cache (honest protocol, 4 folds, fold 1): its best.pt."""
+    from cfnsr.model import get_config
+    from cfnsr.train.trainer import TrainConfig, train_fold
+
+    run = tmp_path_factory.mktemp("run")
+    tc = TrainConfig(epochs=10, folds=4, protocol="honest", workers=0, seed=1234)
+    train_fold(tiny_cache, get_config("cfn-sr-tiny"), run, 1, tc, progress=False)
+    return run / "fold1" / "best.pt"

@@ -35,17 +35,20 @@ FACE = {
     7: (-0.60, 0.15, -0.30, 0.35, 0.60),  # disgust
     8: (0.10, 0.80, 0.70, 0.00, 1.50),  # surprised
 }
-# Voice per emotion: pitch factor, pitch slope (per second), syllables per second, loudness, vibrato depth.
+# Voice per emotion: pitch factor, pitch slope (per second), syllables per second, loudness, vibrato depth,
+# spectral tilt (vocal effort: positive = brighter, more energy in the upper harmonics).
 VOICE = {
-    1: (1.00, 0.00, 3.0, 0.50, 0.00),
-    2: (0.88, -0.05, 2.2, 0.35, 0.00),
-    3: (1.25, 0.10, 4.0, 0.75, 0.02),
-    4: (0.82, -0.15, 2.0, 0.30, 0.01),
-    5: (1.20, -0.10, 4.6, 0.95, 0.00),
-    6: (1.45, 0.05, 5.0, 0.55, 0.06),
-    7: (0.92, -0.12, 2.6, 0.55, 0.00),
-    8: (1.40, 0.40, 3.4, 0.80, 0.01),
+    1: (1.00, 0.00, 3.0, 0.50, 0.00, 0.0),
+    2: (0.88, -0.05, 2.2, 0.35, 0.00, -0.4),
+    3: (1.25, 0.10, 4.0, 0.75, 0.02, 0.4),
+    4: (0.82, -0.15, 2.0, 0.30, 0.01, -0.7),
+    5: (1.20, -0.10, 4.6, 0.95, 0.00, 0.9),
+    6: (1.45, 0.05, 5.0, 0.55, 0.06, 0.2),
+    7: (0.92, -0.12, 2.6, 0.55, 0.00, -0.1),
+    8: (1.40, 0.40, 3.4, 0.80, 0.01, 0.5),
 }
+# A few skin tones; each actor takes one with a small personal shift.
+SKINS = ((224, 188, 160), (198, 150, 120), (160, 112, 84), (236, 200, 176), (120, 84, 64))
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ def make_actor(actor_id: int, seed: int) -> Actor:
         id=actor_id,
         center=(WIDTH / 2 + rng.uniform(-40, 40), HEIGHT / 2 + rng.uniform(-10, 10)),
         radius=rng.uniform(48, 62),
-        skin=tuple(int(v) for v in rng.integers(140, 235, size=3)),
-        background=tuple(int(v) for v in rng.integers(20, 120, size=3)),
+        skin=tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in SKINS[rng.integers(len(SKINS))]),
+        background=tuple(int(v) for v in rng.integers(30, 90, size=3)),
         f0=(rng.uniform(180, 240) if female else rng.uniform(95, 140)),
-        timbre=tuple(float(v) for v in rng.uniform(0.3, 1.0, size=8)),
+        timbre=tuple(float(v) for v in rng.uniform(0.7, 1.0, size=8)),
     )
 
 
@@ -172,11 +175,8 @@ def draw_face(backdrop: np.ndarray, actor: Actor, pts: np.ndarray) -> np.ndarray
 
 def synth_audio(actor: Actor, name: ClipName, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
     """Mono float32 speech-like signal at AUDIO_RATE; also the syllable rate and phase (the mouth follows them)."""
-    pitch, slope, rate, loud, vibrato = VOICE[name.emotion]
     s = _strength(name)
-    n_pitch, n_slope, n_rate, n_loud, n_vib = VOICE[1]
-    pitch, slope = n_pitch + s * (pitch - n_pitch), n_slope + s * (slope - n_slope)
-    rate, loud, vibrato = n_rate + s * (rate - n_rate), n_loud + s * (loud - n_loud), n_vib + s * (vibrato - n_vib)
+    pitch, slope, rate, loud, vibrato, tilt = (n + s * (e - n) for e, n in zip(VOICE[name.emotion], VOICE[1]))
     rate *= rng.uniform(0.93, 1.07)
     phase = rng.uniform(0, 1)
     t = np.arange(int(DURATION * AUDIO_RATE)) / AUDIO_RATE
@@ -187,7 +187,7 @@ def synth_audio(actor: Actor, name: ClipName, rng: np.random.Generator) -> tuple
     vowel = (1.0, 0.6, 0.3, 0.5) if name.statement == 1 else (0.5, 0.9, 0.6, 0.2)
     sig = np.zeros_like(t)
     for h in range(1, 9):
-        sig += actor.timbre[h - 1] * vowel[(h - 1) % 4] / h * np.sin(h * phi)
+        sig += actor.timbre[h - 1] * vowel[(h - 1) % 4] * h ** (tilt - 1.0) * np.sin(h * phi)
     env = syllable_envelope(t, rate, phase)
     sig = sig * env * loud * 0.25
     sig += rng.normal(0, 0.004, size=t.shape)

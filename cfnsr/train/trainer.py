@@ -354,5 +354,4 @@ def start_run(run_dir: str | Path, cache: FeatureCache, model_config: ModelConfi
             shutil.rmtree(child)
     elif resume:
         raise CfnsrError(f"nothing to resume: {path} does not exist")
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_json(path, record)
+    write_json(path, record)
