@@ -217,3 +217,56 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 
     result = run(target, FeatureCache.open(cache_dir), out_dir)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+# ------------------------------------------------------------------------------------------------ export
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="ONNX file to write [default: CHECKPOINT's name with .PRECISION.onnx].")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "auto"]), default="auto", show_default=True,
+              help="auto: ONNX, plus the TensorRT engine where TensorRT and a GPU are present.")
+@click.option("--calib-data", "--data", "data", type=click.Path(file_okay=False),
+              help="Feature cache (cfnsr preprocess): int8 calibration clips and held-out clips for the accuracy gate.")
+@click.option("--calib-clips", default=256, show_default=True, help="Calibration clips (training actors only).")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
+              show_default=True, help="Activation ranges: min/max, KL-divergence (TensorRT's entropy), or the 99.999th "
+              "percentile of |x|.")
+@click.option("--int8-scope", type=click.Choice(["all", "no-stem", "no-grouped", "no-stem-grouped", "audio-fusion"]),
+              default="all", show_default=True, help="What is quantized; the rest stays in --high-precision.")
+@click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Precision of what int8 leaves unquantized.")
+@click.option("--gate-clips", type=int, help="Held-out clips for the gate [default: all of the test actors].")
+@click.option("--min-agreement", type=float, help="Override the gate's top-1 agreement threshold (0-1).")
+@click.option("--max-accuracy-drop", type=float, help="Override the int8 gate's accuracy drop threshold (points).")
+@click.option("--no-trt-check", is_flag=True, help="Write the file even if the TensorRT readiness check fails.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
+           gate_clips, min_agreement, max_accuracy_drop, no_trt_check, force) -> None:
+    """Export a checkpoint to ONNX with the precision in the graph; check it against the checkpoint.
+
+    fp32: parity with PyTorch. fp16: strongly typed fp16 graph (LayerNorm, Softmax, reductions, mask path in fp32).
+    int8: explicit Q/DQ from RAVDESS calibration (symmetric, per-channel weights) for TensorRT's strongly typed
+    builder. A failed accuracy gate keeps the file as NAME.FAILED.onnx and exits with status 3.
+    """
+    from .errors import GateFailed
+    from .export.pipeline import ExportOptions, export as run
+
+    thresholds = {}
+    if min_agreement is not None:
+        thresholds["min_agreement"] = min_agreement
+    if max_accuracy_drop is not None:
+        thresholds["max_accuracy_drop_points"] = max_accuracy_drop
+    opts = ExportOptions(precision=precision, output=Path(output) if output else None, fmt=fmt,
+                         data=Path(data) if data else None, calib_clips=calib_clips, calib_method=calib_method,
+                         int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
+                         thresholds=thresholds, check_trt=not no_trt_check, force=force)
+    result = run(checkpoint, opts, log=click.echo)
+    r = result.report
+    click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
+               f"{precision}  gate {'passed' if result.passed else 'FAILED'}  "
+               f"report {result.path.with_suffix('')}.report.md")
+    if result.engine:
+        click.echo(f"engine {result.engine}")
+    if not result.passed:
+        raise GateFailed(f"{precision} accuracy gate failed; see {result.path.with_suffix('')}.report.md"
+                         + (f" ({r['gate']['suggestion']})" if r["gate"].get("suggestion") else ""))

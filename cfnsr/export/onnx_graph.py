@@ -1,0 +1,168 @@
+"""fp32 ONNX export, metadata, and the small graph queries the other steps share."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .. import __version__
+from ..errors import ArtifactError
+from ..model.config import EMOTIONS
+from ..model.network import CFNSR
+
+OPSET = 18
+INPUT_NAMES = ("video", "audio")
+OUTPUT_NAME = "logits"
+META_PREFIX = "cfnsr."
+
+
+def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
+    """``torch.onnx.export(dynamo=True)``, opset 18, dynamic batch axis.
+
+    The example batch is 2: with a batch-1 example the exporter specialises the batch axis to 1.
+    """
+    from ..model.summary import example_inputs
+
+    model = model.eval()
+    video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (video, audio), dynamo=True, opset_version=OPSET, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME], dynamic_shapes={"video": {0: batch}, "audio": {0: batch}}, verbose=False,
+        )
+    program.save(str(path))
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        first = value.type.tensor_type.shape.dim[0]
+        if first.dim_value:
+            raise ArtifactError(f"export left the batch axis of {value.name!r} fixed at {first.dim_value}")
+    return proto
+
+
+def input_spec(model: onnx.ModelProto) -> list[dict]:
+    """Name, shape (strings for symbolic axes), dtype and layout of each graph input and output."""
+    layouts = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)"}
+    out = []
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append({"name": v.name, "kind": kind, "shape": shape,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                        "layout": layouts.get(v.name, "")})
+    return out
+
+
+def set_metadata(model: onnx.ModelProto, **entries) -> None:
+    """Write ``cfnsr.*`` metadata_props (values are JSON-encoded unless already strings)."""
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in entries.items():
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        full = META_PREFIX + key
+        if full in existing:
+            existing[full].value = text
+        else:
+            model.metadata_props.append(onnx.StringStringEntryProto(key=full, value=text))
+
+
+def base_metadata(model: onnx.ModelProto, precision: str, preprocess: dict, source_sha256: str) -> dict:
+    return {
+        "version": __version__,
+        "precision": precision,
+        "labels": list(EMOTIONS),
+        "inputs": input_spec(model),
+        "preprocess": preprocess,
+        "source_sha256": source_sha256,
+    }
+
+
+def read_metadata(path_or_model) -> dict:
+    """``cfnsr.*`` metadata of an ONNX file, JSON values decoded (contract: version, precision, labels, inputs,
+    preprocess, source_sha256, and calibration for int8)."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        model = path_or_model
+    else:
+        path = Path(path_or_model)
+        if not path.is_file():
+            raise ArtifactError(f"{path} does not exist")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:
+            raise ArtifactError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e})") from e
+    out = {}
+    for p in model.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            key = p.key[len(META_PREFIX):]
+            try:
+                out[key] = json.loads(p.value)
+            except json.JSONDecodeError:
+                out[key] = p.value
+    return out
+
+
+def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def reachable_from(model: onnx.ModelProto, tensor: str) -> set[str]:
+    """Names of the nodes downstream of ``tensor``."""
+    cons = consumers(model)
+    seen, stack = set(), [tensor]
+    while stack:
+        for node in cons.get(stack.pop(), []):
+            if node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.output)
+    return seen
+
+
+def constant_arrays(model: onnx.ModelProto):
+    """(name, array) of every initializer and Constant-node value."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        yield init.name, numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    yield node.output[0], numpy_helper.to_array(a.t)
+
+
+def ort_session(path_or_bytes, threads: int | None = None, providers=None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    src = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else path_or_bytes
+    return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def run_onnx(session, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    return session.run([OUTPUT_NAME], {"video": video.astype(np.float32), "audio": audio.astype(np.float32)})[0]
+
+
+def topological_sort(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Graph rewriters (ORT's quantizer and fp16 converter) append nodes out of order; ONNX wants them sorted."""
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    wrapped = ONNXModel(model)
+    wrapped.topological_sort()
+    return wrapped.model
