@@ -270,3 +270,111 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
     if not result.passed:
         raise GateFailed(f"{precision} accuracy gate failed; see {result.path.with_suffix('')}.report.md"
                          + (f" ({r['gate']['suggestion']})" if r["gate"].get("suggestion") else ""))
+# ------------------------------------------------------------------------------------------------ runtime
+@main.command()
+@click.argument("onnx_path", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
+@click.option("--batch", default="1,1,8", show_default=True, help="Optimisation profile of the batch axis: MIN,OPT,MAX.")
+@click.option("--workspace-mb", default=4096, show_default=True)
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, reused across builds.")
+@click.option("--version-compatible", is_flag=True, help="Engine runs on later TensorRT versions (lean runtime).")
+@click.option("--hardware-compatible", is_flag=True, help="Engine runs on any Ampere or newer GPU.")
+@click.option("--dla-core", type=int, help="Build for this DLA core (Jetson AGX/NX Orin), GPU fallback on.")
+@click.option("--force", is_flag=True)
+def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatible, hardware_compatible, dla_core,
+          force) -> None:
+    """Build a TensorRT engine (strongly typed: the precision comes from the ONNX graph) on this GPU."""
+    from .engines.tensorrt import BuildOptions, build_engine
+
+    try:
+        b = tuple(int(x) for x in batch.split(","))
+        assert len(b) == 3
+    except (ValueError, AssertionError):
+        raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch") from None
+    opts = BuildOptions(b, workspace_mb, Path(timing_cache) if timing_cache else None, version_compatible,
+                        hardware_compatible, dla_core)
+    build_engine(onnx_path, output, opts, force=force, log=click.echo)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--reference", required=True, type=click.Path(dir_okay=False), help="The PyTorch checkpoint.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]))
+@click.option("--clips", type=int, help="Held-out clips to use [default: all of the test actors].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Gate to apply [default: the artifact's].")
+@click.option("--min-agreement", type=float)
+@click.option("--max-accuracy-drop", type=float)
+@click.option("--max-abs-logit", type=float)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON here.")
+def validate(artifact, reference, data, backend, clips, precision, min_agreement, max_accuracy_drop, max_abs_logit,
+             json_path) -> None:
+    """Check that an artifact agrees with its PyTorch checkpoint on held-out clips; exits 3 when the gate fails."""
+    from .engines.validate import validate as run
+    from .errors import GateFailed
+    from .fileio import write_json
+
+    th = {k: v for k, v in (("min_agreement", min_agreement), ("max_accuracy_drop_points", max_accuracy_drop),
+                            ("max_abs_logit", max_abs_logit)) if v is not None}
+    result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo)
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if not result.passed:
+        raise GateFailed(f"{artifact} failed the {result.precision} gate")
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--reference", type=click.Path(dir_okay=False),
+              help="PyTorch checkpoint measured first, as the baseline of the ratios.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]),
+              help="Backend for all artifacts, or once per artifact.")
+@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", type=int, help="CPU threads (pinned for every CPU backend).")
+@click.option("--warmup", default=3, show_default=True)
+@click.option("--iters", default=20, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
+              help="JSON report; the Markdown and PNG are written beside it.")
+def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_path) -> None:
+    """Latency and throughput of one or more artifacts, with ratios against the first (JSON, Markdown, PNG)."""
+    from .engines.bench import bench as run, parse_entries, write_reports
+
+    entries = parse_entries(list(artifacts), list(backends), reference)
+    batches = tuple(int(b) for b in batch.split(","))
+    report = run(entries, batches, warmup, iters, threads, log=click.echo)
+    paths = write_reports(report, json_path)
+    for r in report["results"]:
+        click.echo(f"  {r['label']:<32} batch {r['batch']:>3}  x{r['speedup_vs_first']:.2f} vs {report['baseline']}")
+    click.echo(f"reports: {paths['json']}, {paths['markdown']}, {paths['png']}")
+
+
+@main.command()
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint, ONNX file or engine.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]))
+@click.option("--landmarks", type=click.Path(dir_okay=False), help="OpenFace landmark CSV of the clip.")
+@click.option("--allow-center-crop", is_flag=True, help="Classify the frame centre when no face is found.")
+@click.option("--json", "as_json", is_flag=True)
+def predict(video, model_path, backend, landmarks, allow_center_crop, as_json) -> None:
+    """The emotion of one clip, with the eight probabilities."""
+    from .engines.predict import predict as run
+
+    r = run(video, model_path, backend, landmarks, allow_center_crop)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{r['emotion']}  ({100 * r['probabilities'][r['emotion']]:.1f}%, {r['backend']}, face: {r['crop']})")
+    for label, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {label:<10} {p:6.3f} {'#' * int(round(40 * p))}")
+# ------------------------------------------------------------------------------------------------ demo
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False), default="demo_out")
+@click.option("--actors", default=8, show_default=True)
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--config", "config_name", default="cfn-sr-tiny", show_default=True)
+def demo(out, actors, epochs, config_name) -> None:
+    """The main job end to end on synthetic RAVDESS: data, training, export fp32/fp16/int8, validate, bench, predict."""
+    from .demo import run_demo
+
+    run_demo(Path(out), actors, epochs, config_name)

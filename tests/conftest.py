@@ -91,3 +91,24 @@ def trained_tiny(tiny_cache, tmp_path_factory):
     tc = TrainConfig(epochs=10, folds=4, protocol="honest", workers=0, seed=1234)
     train_fold(tiny_cache, get_config("cfn-sr-tiny"), run, 1, tc, progress=False)
     return run / "fold1" / "best.pt"
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="session")
+def fp32_onnx(trained_tiny, export_dir):
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    return export(trained_tiny, ExportOptions("fp32", export_dir / "m.fp32.onnx", fmt="onnx", progress=False),
+                  log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
+def int8_onnx(trained_tiny, tiny_cache, export_dir):
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    opts = ExportOptions("int8", export_dir / "m.int8.onnx", fmt="onnx", data=tiny_cache.root, calib_clips=48,
+                         calib_method="percentile", progress=False)
+    return export(trained_tiny, opts, log=lambda *a: None)

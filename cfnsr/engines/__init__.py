@@ -1,0 +1,65 @@
+"""Runtimes: one Runner per backend, and ``load(path)`` that picks the backend from the file (contract).
+
+=================  ======================  ==========================================
+file               default backend          others
+=================  ======================  ==========================================
+``*.pt``           torch (the reference)
+``*.onnx``         onnxruntime              openvino
+``*.engine``       tensorrt
+=================  ======================  ==========================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ArtifactError, CfnsrError
+from .base import InputError, Runner, TensorSpec
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+_BY_SUFFIX = {".pt": ("torch",), ".pth": ("torch",), ".onnx": ("onnxruntime", "openvino"),
+              ".engine": ("tensorrt",), ".plan": ("tensorrt",)}
+
+
+def _sniff(path: Path) -> str | None:
+    """Content check, so a renamed or truncated file gets a clear error rather than a backend's crash."""
+    head = path.read_bytes()[:8]
+    if head[:2] == b"PK":
+        return ".pt"  # torch.save zip archive
+    if head[:1] == b"\x08":
+        return ".onnx"  # protobuf ModelProto starts with ir_version (field 1, varint)
+    return None
+
+
+def load(path: str | Path, backend: str | None = None, **options) -> Runner:
+    """The runner for ``path``: by its suffix, or ``backend`` when given. Not yet activated (use ``with``)."""
+    from .runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    allowed = _BY_SUFFIX.get(suffix)
+    if allowed is None:
+        raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected one of {', '.join(_BY_SUFFIX)}")
+    if suffix in (".pt", ".pth", ".onnx"):
+        sniffed = _sniff(path)
+        if sniffed is None or (sniffed == ".pt") != (suffix in (".pt", ".pth")):
+            raise ArtifactError(f"{path} does not look like a {suffix} file (corrupt, truncated or misnamed)")
+    backend = backend or allowed[0]
+    if backend not in BACKENDS:
+        raise CfnsrError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if backend not in allowed:
+        raise CfnsrError(f"backend {backend} cannot run a {suffix} file (it runs {', '.join(s for s, b in _BY_SUFFIX.items() if backend in b)})")
+    if backend == "torch":
+        return TorchRunner(path, **options)
+    if backend == "onnxruntime":
+        return OnnxRuntimeRunner(path, **options)
+    if backend == "openvino":
+        return OpenVinoRunner(path, **options)
+    from .tensorrt import TensorRTRunner
+
+    return TensorRTRunner(path, **options)
+
+
+__all__ = ["BACKENDS", "InputError", "Runner", "TensorSpec", "load"]

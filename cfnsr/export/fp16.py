@@ -40,5 +40,8 @@ def to_fp16(model: onnx.ModelProto, extra_fp32_nodes: list[str] | None = None,
         op_block_list=FP32_OPS + list(extra_fp32_ops or []), node_block_list=block_nodes,
     )
     converted = topological_sort(converted)
+    # The converter leaves some value_info with the old element type; drop it and infer afresh.
+    del converted.graph.value_info[:]
+    converted = onnx.shape_inference.infer_shapes(converted, strict_mode=True)
     onnx.checker.check_model(converted)
     return converted

@@ -17,6 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..data.cache import FeatureCache
+from ..data.dataset import CacheDataset
+from ..data.splits import Split
+from ..errors import DataError
 from ..train.metrics import classification_metrics
 
 DEFAULT_GATES = {
@@ -62,6 +66,27 @@ class GateResult:
         return head
 
 
+def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None, log):
+    """Clips of the checkpoint's evaluation (test) actors; the whole cache when it records no split."""
+    actors = split.test if split else None
+    ds = CacheDataset(cache, actors)
+    if not len(ds):
+        raise DataError(f"the cache {cache.root} has no clips of the held-out actors {list(actors or [])}")
+    n = len(ds) if limit is None else min(limit, len(ds))
+    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(len(ds))
+    items = [ds[int(i)] for i in idx]
+    video = np.stack([v.numpy() for v, _, _ in items])
+    audio = np.stack([a.numpy() for _, a, _ in items])
+    labels = np.array([int(y) for _, _, y in items])
+    log(f"accuracy gate on {n} held-out clips of actors {list(actors) if actors else 'all'}")
+    return video, audio, labels
+
+
+def batched(fn, video, audio, batch: int = 8) -> np.ndarray:
+    """``fn`` over the clips in batches, concatenated."""
+    return np.concatenate([fn(video[i:i + batch], audio[i:i + batch]) for i in range(0, len(video), batch)])
+
+
 def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None, precision: str,
             thresholds: dict | None = None) -> GateResult:
     reference, artifact = np.asarray(reference, np.float64), np.asarray(artifact, np.float64)
@@ -104,15 +129,14 @@ def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: in
         modify_model_output_intermediate_tensors,
     )
 
-    class Reader:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
         def __init__(self):
             self.items = iter(inputs)
 
         def get_next(self):
             return next(self.items, None)
-
-        def rewind(self):
-            self.items = iter(inputs)
 
     with tempfile.TemporaryDirectory(prefix="cfnsr-debug-") as tmp:
         f_aug, q_aug = str(Path(tmp) / "f.onnx"), str(Path(tmp) / "q.onnx")

@@ -16,7 +16,6 @@ import onnx
 import torch
 
 from ..data.cache import FeatureCache
-from ..data.dataset import CacheDataset
 from ..data.splits import Split
 from ..errors import CfnsrError, DataError
 from ..fileio import atomic_path, check_writable, sha256_file, write_json, write_text
@@ -65,24 +64,7 @@ def failed_name(path: Path) -> Path:
                           else path.name + ".FAILED")
 
 
-def _held_out(cache: FeatureCache, split: Split | None, limit: int | None, log):
-    """Clips of the checkpoint's evaluation (test) actors; the whole cache when it records no split."""
-    actors = split.test if split else None
-    ds = CacheDataset(cache, actors)
-    if not len(ds):
-        raise DataError(f"the cache {cache.root} has no clips of the held-out actors {list(actors or [])}")
-    n = len(ds) if limit is None else min(limit, len(ds))
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(len(ds))
-    items = [ds[int(i)] for i in idx]
-    video = np.stack([v.numpy() for v, _, _ in items])
-    audio = np.stack([a.numpy() for _, a, _ in items])
-    labels = np.array([int(y) for _, _, y in items])
-    log(f"accuracy gate on {n} held-out clips of actors {list(actors) if actors else 'all'}")
-    return video, audio, labels
-
-
-def _batched(fn, video, audio, batch=8):
-    return np.concatenate([fn(video[i:i + batch], audio[i:i + batch]) for i in range(0, len(video), batch)])
+_batched = gate_mod.batched
 
 
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
@@ -182,7 +164,7 @@ def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
 def _gate(model, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
     session = ort_session(art_path)
     if cache is not None:
-        video, audio, labels = _held_out(cache, split, opts.gate_clips, log)
+        video, audio, labels = gate_mod.held_out_arrays(cache, split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
         log("no --calib-data given: the gate compares logits on 8 random inputs (pass a cache for accuracy)")
         g = torch.Generator().manual_seed(0)

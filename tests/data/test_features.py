@@ -53,6 +53,18 @@ def test_landmark_crop_lands_on_the_face(synth_raw):
     assert skin_fraction(f.frames) > 0.6 > skin_fraction(centre.frames)
 
 
+def test_haar_detector_finds_the_face_without_landmarks(synth_raw):
+    from cfnsr.data.features import haar_boxes, read_video_frames
+
+    truth = json.loads((synth_raw / "truth.json").read_text())["clips"]["01-01-05-02-01-02-03"]["face_boxes"]
+    frames, n = read_video_frames(synth_raw / CLIP, 20)
+    boxes = haar_boxes(frames)
+    assert boxes is not None
+    idx = frame_indices(n, 20)
+    assert np.mean([_iou(b, truth[i]) for b, i in zip(boxes, idx)]) > 0.3
+    assert extract_clip(synth_raw / CLIP, SPEC, None).crop_method == "haar"
+
+
 def test_msaf_compat_crops_from_the_squashed_frame(synth_raw):
     lm = find_landmarks(synth_raw, parse_name(CLIP))
     a = extract_clip(synth_raw / CLIP, SPEC, lm)

@@ -1,0 +1,115 @@
+"""One small Runner per backend, each with the same surface.
+
+``Runner(path)`` -> ``input_spec`` -> ``runner(video, audio) -> logits`` on numpy arrays; a context manager frees
+what it holds. Subclasses fill in ``_activate``, ``_infer`` and ``_deactivate``; the base class checks the inputs
+(names, shapes, dtypes) with a message that names the tensor, what it got and what it expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CfnsrError
+
+
+class InputError(CfnsrError):
+    """An input does not match what the artifact takes."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or None for a dynamic axis
+    dtype: str = "float32"
+
+    def describe(self) -> str:
+        return f"{self.dtype}[{', '.join('N' if d is None else str(d) for d in self.shape)}]"
+
+
+class Runner:
+    backend = "base"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.active = False
+        self.metadata: dict = {}
+        self.input_spec: tuple[TensorSpec, TensorSpec] | None = None
+        self.last_device_ms: float | None = None  # GPU time of the last call, where the backend measures it
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def __call__(self, video, audio) -> np.ndarray:
+        if not self.active:
+            self.activate()
+        video, audio = self.check_inputs(video, audio)
+        return self._infer(video, audio)
+
+    def check_inputs(self, video, audio):
+        """Names, ranks, fixed dimensions, batch agreement and dtype, checked once per call."""
+        arrays = []
+        for spec, value in zip(self.input_spec, (video, audio)):
+            arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
+            shape = tuple(arr.shape)
+            ok = len(shape) == len(spec.shape) and all(e is None or e == g for e, g in zip(spec.shape, shape))
+            if not ok:
+                raise InputError(f"input {spec.name!r}: got shape {shape}, expected {spec.describe()} "
+                                 f"({self.backend} artifact {self.path.name})")
+            dtype = str(arr.dtype).replace("torch.", "")
+            if dtype != spec.dtype:
+                raise InputError(f"input {spec.name!r}: got dtype {dtype}, expected {spec.dtype}")
+            arrays.append(arr)
+        if arrays[0].shape[0] != arrays[1].shape[0]:
+            raise InputError(f"inputs 'video' and 'audio' have batch sizes {arrays[0].shape[0]} and "
+                             f"{arrays[1].shape[0]}; they must match")
+        return arrays
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def _activate(self) -> None:
+        raise NotImplementedError
+
+    def _infer(self, video, audio) -> np.ndarray:
+        raise NotImplementedError
+
+    def _deactivate(self) -> None:
+        pass
+
+    @property
+    def preprocess(self) -> dict | None:
+        return self.metadata.get("preprocess")
+
+    @property
+    def labels(self) -> list[str]:
+        from ..model.config import EMOTIONS
+
+        return list(self.metadata.get("labels") or EMOTIONS)
+
+
+def spec_from_metadata(inputs: list[dict]) -> tuple[TensorSpec, TensorSpec]:
+    """The (video, audio) TensorSpecs from the ``cfnsr.inputs`` metadata entry."""
+    by_name = {i["name"]: i for i in inputs if i.get("kind", "input") == "input"}
+    out = []
+    for name in ("video", "audio"):
+        i = by_name[name]
+        out.append(TensorSpec(name, tuple(d if isinstance(d, int) and d > 0 else None for d in i["shape"]),
+                              i.get("dtype", "float32")))
+    return tuple(out)

@@ -1,0 +1,115 @@
+"""``cfnsr bench``: latency and throughput of artifacts, measured the same way in one run.
+
+Per artifact and batch size: warm-up, then N timed calls; mean, p50, p90, p99, min (ms), throughput (clips/s);
+for GPU backends the device time from CUDA events apart from end-to-end time. Ratios are against the first entry
+(the PyTorch checkpoint by default), from the same run. The machine is recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CfnsrError
+from ..fileio import write_json, write_text
+from ..reports import markdown_table, plot_bars
+from ..sysinfo import machine
+from . import load
+
+
+@dataclass
+class Entry:
+    label: str
+    path: Path
+    backend: str | None = None
+
+
+def stats(times_ms: list[float]) -> dict:
+    t = np.asarray(times_ms)
+    return {"mean_ms": float(t.mean()), "p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "min_ms": float(t.min()), "runs": int(len(t))}
+
+
+def _inputs(spec, batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(batch if d is None else d for d in s.shape) for s in spec]
+    return [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+
+
+def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, threads: int | None = None,
+          log=print) -> dict:
+    results = []
+    reference_logits: dict[int, np.ndarray] = {}
+    for e in entries:
+        options = {"threads": threads} if threads and (e.backend or "") != "tensorrt" and e.path.suffix != ".engine" else {}
+        with load(e.path, e.backend, **options) as runner:
+            for b in batches:
+                video, audio = _inputs(runner.input_spec, b)
+                for _ in range(warmup):
+                    runner(video, audio)
+                wall, device = [], []
+                for _ in range(iters):
+                    t0 = time.perf_counter()
+                    logits = runner(video, audio)
+                    wall.append((time.perf_counter() - t0) * 1e3)
+                    if runner.last_device_ms is not None:
+                        device.append(runner.last_device_ms)
+                row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend,
+                       "precision": runner.metadata.get("precision"), "batch": b, **stats(wall)}
+                row["throughput_clips_s"] = b * 1e3 / row["mean_ms"]
+                if device:
+                    row["device"] = stats(device)
+                if b in reference_logits:
+                    row["agreement_vs_first"] = float((logits.argmax(1) == reference_logits[b].argmax(1)).mean())
+                else:
+                    reference_logits[b] = logits
+                results.append(row)
+                log(f"{e.label:<28} batch {b:>3}: mean {row['mean_ms']:9.2f} ms  p50 {row['p50_ms']:9.2f}  "
+                    f"p99 {row['p99_ms']:9.2f}  {row['throughput_clips_s']:8.2f} clips/s")
+    for row in results:
+        base = next(r for r in results if r["batch"] == row["batch"])
+        row["speedup_vs_first"] = base["mean_ms"] / row["mean_ms"]
+    return {"machine": machine(), "threads": threads, "warmup": warmup, "iters": iters, "batches": list(batches),
+            "baseline": entries[0].label, "results": results}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    head = [f"# cfnsr bench", "", f"Machine: {m['processor']} ({m['cpu_count']} CPUs), {m['platform']}"
+            + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; threads {report['threads'] or 'default'}; "
+            f"{report['warmup']} warm-up + {report['iters']} timed runs; ratios against {report['baseline']!r}.", ""]
+    rows = [[r["label"], r["backend"], r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+             r["min_ms"], r["throughput_clips_s"], f"x{r['speedup_vs_first']:.2f}",
+             r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
+    return "\n".join(head) + markdown_table(
+        ["artifact", "backend", "precision", "batch", "mean ms", "p50", "p90", "p99", "min", "clips/s",
+         "speed-up", "GPU ms"], rows) + "\n"
+
+
+def write_reports(report: dict, json_path: str | Path) -> dict:
+    json_path = Path(json_path)
+    stem = json_path.with_suffix("")
+    write_json(json_path, report)
+    write_text(stem.with_suffix(".md"), markdown(report))
+    groups: dict[str, dict[str, float]] = {}
+    for r in report["results"]:
+        groups.setdefault(r["label"], {})[f"batch {r['batch']}"] = r["mean_ms"]
+    plot_bars(groups, stem.with_suffix(".png"), "Latency per artifact (mean, lower is better)", "ms per call")
+    return {"json": str(json_path), "markdown": str(stem.with_suffix(".md")), "png": str(stem.with_suffix(".png"))}
+
+
+def parse_entries(artifacts: list[str], backends: list[str] | None, reference: str | None) -> list[Entry]:
+    if backends and len(backends) not in (1, len(artifacts)):
+        raise CfnsrError(f"--backend given {len(backends)} times for {len(artifacts)} artifacts: give one, or one each")
+    entries = []
+    if reference:
+        entries.append(Entry(f"{Path(reference).name} [torch]", Path(reference), "torch"))
+    for i, a in enumerate(artifacts):
+        b = (backends[i] if len(backends) > 1 else backends[0]) if backends else None
+        entries.append(Entry(f"{Path(a).name} [{b or 'auto'}]", Path(a), b))
+    if not entries:
+        raise CfnsrError("nothing to benchmark: name at least one artifact")
+    return entries

@@ -1,0 +1,121 @@
+"""The CPU-capable runners: PyTorch checkpoint (the reference), ONNX Runtime, OpenVINO."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..lazy import require
+from .base import Runner, TensorSpec, spec_from_metadata
+
+
+class TorchRunner(Runner):
+    """A cfnsr checkpoint in PyTorch: the reference every other backend is compared with."""
+
+    backend = "torch"
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None):
+        super().__init__(path)
+        self.device, self.threads = device, threads
+
+    def _activate(self) -> None:
+        import torch
+
+        from ..model.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..model.config import EMOTIONS
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        ckpt = load_checkpoint(self.path)
+        self.model = model_from_checkpoint(ckpt, str(self.path)).to(self.device)
+        cfg = self.model.config
+        self.metadata = {"precision": "fp32", "labels": list(EMOTIONS), "preprocess": ckpt.get("preprocess"),
+                         "model_config": cfg.to_dict()}
+        self.input_spec = (TensorSpec("video", (None, 3, cfg.frames, cfg.image_size, cfg.image_size)),
+                           TensorSpec("audio", (None, cfg.mfcc_bins, cfg.mfcc_frames)))
+
+    def _infer(self, video, audio) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            v = torch.as_tensor(video, device=self.device)
+            a = torch.as_tensor(audio, device=self.device)
+            return self.model(v, a).float().cpu().numpy()
+
+    def _deactivate(self) -> None:
+        del self.model
+
+
+class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime: CPU, plus the CUDA and TensorRT execution providers when onnxruntime-gpu has them."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
+        super().__init__(path)
+        self.providers, self.threads = providers, threads
+
+    def _activate(self) -> None:
+        ort = require("onnxruntime")
+        from ..export.onnx_graph import read_metadata
+
+        self.metadata = read_metadata(self.path)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        available = ort.get_available_providers()
+        providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ArtifactError(f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(available)}); "
+                                "install onnxruntime-gpu for the CUDA and TensorRT providers")
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+        if "inputs" in self.metadata:
+            self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        else:
+            self.input_spec = tuple(TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape))
+                                    for i in self.session.get_inputs())
+
+    def _infer(self, video, audio) -> np.ndarray:
+        return self.session.run(["logits"], {"video": np.asarray(video), "audio": np.asarray(audio)})[0]
+
+    def _deactivate(self) -> None:
+        del self.session
+
+
+class OpenVinoRunner(Runner):
+    """OpenVINO on CPU: reads the same ONNX file (Q/DQ included) and compiles it for this processor."""
+
+    backend = "openvino"
+
+    def __init__(self, path, device: str = "CPU", threads: int | None = None):
+        super().__init__(path)
+        self.device, self.threads = device, threads
+
+    def _activate(self) -> None:
+        ov = require("openvino")
+        from ..export.onnx_graph import read_metadata
+
+        self.metadata = read_metadata(self.path)
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        try:
+            model = core.read_model(str(self.path))
+            self.compiled = core.compile_model(model, self.device, config)
+        except Exception as e:
+            raise ArtifactError(f"OpenVINO cannot load {self.path}: {str(e).splitlines()[0]}") from e
+        self.request = self.compiled.create_infer_request()
+        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+
+    def _infer(self, video, audio) -> np.ndarray:
+        result = self.request.infer({"video": np.asarray(video), "audio": np.asarray(audio)})
+        return np.asarray(result[self.compiled.output("logits")])
+
+    def _deactivate(self) -> None:
+        del self.request, self.compiled

@@ -1,0 +1,38 @@
+"""``cfnsr validate``: any artifact on any backend against its PyTorch checkpoint, on the same held-out clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.cache import FeatureCache
+from ..data.splits import Split
+from ..errors import ArtifactError
+from ..export import gate as gate_mod
+from ..fileio import sha256_file
+from ..model.checkpoint import load_checkpoint
+from . import load
+
+
+def validate(artifact: str | Path, reference: str | Path, data: str | Path, backend: str | None = None,
+             clips: int | None = None, thresholds: dict | None = None, precision: str | None = None,
+             log=print) -> gate_mod.GateResult:
+    artifact, reference = Path(artifact), Path(reference)
+    cache = FeatureCache.open(data)
+    ckpt = load_checkpoint(reference)
+    split = Split.from_dict(ckpt["split"]) if ckpt.get("split") else None
+    with load(artifact, backend) as runner, load(reference) as ref:
+        source = runner.metadata.get("source_sha256")
+        if source and source != sha256_file(reference):
+            raise ArtifactError(f"{artifact} was exported from another checkpoint than {reference} "
+                                f"(its cfnsr.source_sha256 is {source[:12]}..., the reference is "
+                                f"{sha256_file(reference)[:12]}...)")
+        precision = precision or runner.metadata.get("precision") or "fp32"
+        video, audio, labels = gate_mod.held_out_arrays(cache, split, clips, log)
+        expected = ref(video[:1], audio[:1]).shape
+        got_ref = gate_mod.batched(ref, video, audio)
+        got = gate_mod.batched(runner, video, audio)
+        if got.shape[1:] != expected[1:]:
+            raise ArtifactError(f"{artifact} returns logits of shape {got.shape[1:]}, expected {expected[1:]}")
+    result = gate_mod.compare(got_ref, got, labels, precision, thresholds)
+    log(f"{runner.backend}: " + result.summary())
+    return result
