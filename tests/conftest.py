@@ -112,3 +112,21 @@ def int8_onnx(trained_tiny, tiny_cache, export_dir):
     opts = ExportOptions("int8", export_dir / "m.int8.onnx", fmt="onnx", data=tiny_cache.root, calib_clips=48,
                          calib_method="percentile", progress=False)
     return export(trained_tiny, opts, log=lambda *a: None)
+
+
+@pytest.fixture
+def video_without_audio(tmp_path):
+    """An mp4 with a video track and no audio track."""
+    import av
+    import numpy as np
+
+    path = tmp_path / "silent.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(10):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

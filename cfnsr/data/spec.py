@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
+
+from ..serial import JsonDataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class PreprocessSpec:
+class PreprocessSpec(JsonDataclass):
     """Defaults reproduce MSAF/CFN-SR's RAVDESS preprocessing.
 
     ``channel_order`` is ``"bgr"`` by default because the published pipeline read its JPEG frames with OpenCV
@@ -44,26 +44,8 @@ class PreprocessSpec:
                 f"with hop {self.hop_length} (gives {expected})"
             )
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown PreprocessSpec fields {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
     @classmethod
     def for_model(cls, model_config, **overrides) -> "PreprocessSpec":
         """The spec whose output shapes match a ModelConfig (frames, image size, MFCC shape)."""
         return cls(frames=model_config.frames, image_size=model_config.image_size, n_mfcc=model_config.mfcc_bins,
                    mfcc_frames=model_config.mfcc_frames, **overrides)
-
-    def replace(self, **overrides) -> "PreprocessSpec":
-        return dataclasses.replace(self, **overrides)

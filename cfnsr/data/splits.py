@@ -10,29 +10,22 @@ actors are only used once, for the reported number.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..errors import DataError
+from ..serial import JsonDataclass
 
 PROTOCOLS = ("msaf", "honest")
 
 
 @dataclass(frozen=True)
-class Split:
+class Split(JsonDataclass):
     protocol: str
     fold: int  # 1-based
     folds: int
     train: tuple[int, ...]
     val: tuple[int, ...]
     test: tuple[int, ...]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Split":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     @property
     def evaluation_actors(self) -> tuple[int, ...]:

@@ -6,8 +6,9 @@ was trained (see :func:`cfnsr.model.load_model`).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..serial import JsonDataclass
 
 # The eight RAVDESS emotions in label-id order (file-name code minus one).
 EMOTIONS: tuple[str, ...] = (
@@ -16,7 +17,7 @@ EMOTIONS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonDataclass):
     """Everything that decides the shape of a CFN-SR network.
 
     The defaults are the paper's network (arXiv 2111.02172, published code skeletonNN/CFN-SR).
@@ -90,22 +91,6 @@ class ModelConfig:
         for _ in range(3):  # layer2..4 stride 2
             t, h = down(t, 3, 2, 1), down(h, 3, 2, 1)
         return t, h, h
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
-
-    def replace(self, **overrides) -> "ModelConfig":
-        return dataclasses.replace(self, **overrides)
 
 
 _REGISTRY: dict[str, ModelConfig] = {

@@ -216,13 +216,30 @@ def test_failed_gate_keeps_a_failed_file_and_explains(trained_tiny, tiny_cache, 
 
 @pytest.mark.slow
 def test_paper_size_export_all_precisions(tmp_path):
-    from cfnsr.model import create_model, save_checkpoint
-    from cfnsr.data.spec import PreprocessSpec
+    """The paper configuration (26.3M parameters, 30x224x224) at fp32, fp16 and int8 on this CPU.
 
+    Seeded random weights (no paper-size model can be trained here), so the gate thresholds are parity-only for
+    int8; what is checked is that every precision exports, runs, and is TensorRT-ready at full size.
+    """
+    from cfnsr.data.cache import preprocess
+    from cfnsr.data.spec import PreprocessSpec
+    from cfnsr.data.splits import make_split
+    from cfnsr.data.synth import generate
+    from cfnsr.model import create_model, save_checkpoint
+
+    spec = PreprocessSpec()
+    generate(tmp_path / "raw", actors=2, seed=0, workers=2, progress=False)
+    preprocess(tmp_path / "raw", tmp_path / "cache", spec, workers=2, progress=False, log=lambda *a: None)
     torch.manual_seed(0)
     model = create_model("cfn-sr").eval()
-    ckpt = save_checkpoint(tmp_path / "paper.pt", model, preprocess=PreprocessSpec().to_dict())
-    for precision in ("fp32", "fp16"):
-        res = export(ckpt, ExportOptions(precision, tmp_path / f"paper.{precision}.onnx", fmt="onnx"), **QUIET)
+    split = make_split([1, 2], "msaf", fold=1, folds=2)
+    ckpt = save_checkpoint(tmp_path / "paper.pt", model, preprocess=spec.to_dict(), split=split.to_dict())
+    for precision in ("fp32", "fp16", "int8"):
+        opts = ExportOptions(precision, tmp_path / f"paper.{precision}.onnx", fmt="onnx", data=tmp_path / "cache",
+                             calib_clips=4, gate_clips=4, progress=False,
+                             thresholds={"min_agreement": 0.0, "max_accuracy_drop_points": 100.0}
+                             if precision == "int8" else {})
+        res = export(ckpt, opts, **QUIET)
         assert res.passed, res.report["gate"]
-    # int8 of the paper model is covered by benchmarks/cpu_backends.py (it needs a calibration cache).
+        assert res.report["tensorrt_readiness"]["ok"]
+        assert read_metadata(res.path)["precision"] == precision
