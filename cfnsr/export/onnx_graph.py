@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -32,6 +33,8 @@ def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
     model = model.eval()
     video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter logs a warning per torchvision op it cannot register; cfnsr uses none of them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

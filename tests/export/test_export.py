@@ -100,7 +100,6 @@ def test_int8_scope_places_qdq_where_it_promises(scope, fp32_onnx):
     from cfnsr.export.onnx_graph import reachable_from
 
     graph = onnx.load(fp32_onnx.path)
-    names = [t.name for n in graph.graph.node for t in [] ]  # noqa: F841
     ranges = {}
     for n in graph.graph.node:
         for t in list(n.input) + list(n.output):
