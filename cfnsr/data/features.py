@@ -75,16 +75,15 @@ def read_video_frames(path: str | Path, count: int) -> tuple[np.ndarray, int]:
     path = Path(path)
     with _open(path) as container:
         header = container.streams.video[0].frames if container.streams.video else 0
-    total = header
-    got: dict[int, np.ndarray] = {}
     if header > 0:
-        got, total = _decode_frames(path, set(frame_indices(header, count).tolist()))
-    idx = frame_indices(total, count) if total > 0 else None
-    if header <= 0 or total != header:
-        if header <= 0:
-            _, total = _decode_frames(path, set())
-            idx = frame_indices(total, count)
+        idx = frame_indices(header, count)
         got, total = _decode_frames(path, set(idx.tolist()))
+        if total == header:
+            return np.stack([got[i] for i in idx.tolist()]), total
+    else:
+        _, total = _decode_frames(path, set())
+    idx = frame_indices(total, count)
+    got, _ = _decode_frames(path, set(idx.tolist()))
     return np.stack([got[i] for i in idx.tolist()]), total
 
 
