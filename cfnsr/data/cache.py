@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import sha256_file, write_json
-from .ravdess import ClipName, find_clips, find_landmarks, parse_name
+from .ravdess import find_clips, find_landmarks, parse_name
 from .spec import PreprocessSpec
 
 MANIFEST = "manifest.json"
@@ -270,6 +270,3 @@ class FeatureCache:
                 f"`cfnsr preprocess --config {m.name}`"
             )
 
-
-def clip_name(entry: dict) -> ClipName:
-    return parse_name(entry["stem"])

@@ -78,7 +78,7 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    head = [f"# cfnsr bench", "", f"Machine: {m['processor']} ({m['cpu_count']} CPUs), {m['platform']}"
+    head = ["# cfnsr bench", "", f"Machine: {m['processor']} ({m['cpu_count']} CPUs), {m['platform']}"
             + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; threads {report['threads'] or 'default'}; "
             f"{report['warmup']} warm-up + {report['iters']} timed runs; ratios against {report['baseline']!r}.", ""]
     rows = [[r["label"], r["backend"], r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],

@@ -8,7 +8,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -144,22 +143,6 @@ def constant_arrays(model: onnx.ModelProto):
             for a in node.attribute:
                 if a.name == "value":
                     yield node.output[0], numpy_helper.to_array(a.t)
-
-
-def ort_session(path_or_bytes, threads: int | None = None, providers=None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    src = str(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else path_or_bytes
-    return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
-
-
-def run_onnx(session, video: np.ndarray, audio: np.ndarray) -> np.ndarray:
-    return session.run([OUTPUT_NAME], {"video": video.astype(np.float32), "audio": audio.astype(np.float32)})[0]
 
 
 def topological_sort(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -11,7 +11,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -25,7 +24,7 @@ from . import gate as gate_mod
 from . import int8 as int8_mod
 from . import readiness
 from .formats import resolve
-from .onnx_graph import base_metadata, export_fp32, ort_session, run_onnx, set_metadata
+from .onnx_graph import base_metadata, export_fp32, set_metadata
 
 
 @dataclass
@@ -62,9 +61,6 @@ def default_output(checkpoint: Path, precision: str) -> Path:
 def failed_name(path: Path) -> Path:
     return path.with_name(path.name.replace(".onnx", ".FAILED.onnx") if path.suffix == ".onnx"
                           else path.name + ".FAILED")
-
-
-_batched = gate_mod.batched
 
 
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
@@ -162,7 +158,6 @@ def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
 
 
 def _gate(model, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
-    session = ort_session(art_path)
     if cache is not None:
         video, audio, labels = gate_mod.held_out_arrays(cache, split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
@@ -173,12 +168,12 @@ def _gate(model, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateR
         v, a = example_inputs(model.config, batch=8, generator=g)
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
-        ref = _batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    got = _batched(lambda v, a: run_onnx(session, v, a), video, audio)
-    thresholds = dict(opts.thresholds)
-    if labels is None and opts.precision == "int8":
-        thresholds.setdefault("max_accuracy_drop_points", None)
-    result = gate_mod.compare(ref, got, labels, opts.precision, {k: v for k, v in thresholds.items() if v is not None})
+        ref = gate_mod.batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
+    from ..engines.runners import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(art_path, providers=["CPUExecutionProvider"]) as runner:
+        got = gate_mod.batched(runner, video, audio)
+    result = gate_mod.compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8":
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]

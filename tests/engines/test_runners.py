@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from cfnsr.cli import main
 from cfnsr.engines import InputError, load
 from cfnsr.engines.runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
-from cfnsr.errors import ArtifactError, CfnsrError, DataError
+from cfnsr.errors import ArtifactError, CfnsrError
 from cfnsr.model import load_model
 from cfnsr.model.summary import example_inputs
 

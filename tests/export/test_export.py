@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from cfnsr.cli import main
 from cfnsr.errors import CfnsrError, CheckpointError, DataError, MissingDependencyError
 from cfnsr.export import readiness
-from cfnsr.export.onnx_graph import ort_session, read_metadata, run_onnx
+from cfnsr.engines import load
+from cfnsr.export.onnx_graph import read_metadata
 from cfnsr.export.pipeline import ExportOptions, export
 from cfnsr.model import EMOTIONS, load_checkpoint, load_model
 from cfnsr.model.summary import example_inputs
@@ -19,12 +20,12 @@ QUIET = dict(log=lambda *a: None)
 
 def test_fp32_parity_and_dynamic_batch(fp32_onnx, trained_tiny):
     model = load_model(trained_tiny)
-    session = ort_session(fp32_onnx.path)
+    session = load(fp32_onnx.path).activate()
     for batch in (1, 4):
         video, audio = example_inputs(model.config, batch, torch.Generator().manual_seed(batch))
         with torch.no_grad():
             ref = model(video, audio).numpy()
-        got = run_onnx(session, video.numpy(), audio.numpy())
+        got = session(video.numpy(), audio.numpy())
         assert got.shape == (batch, 8)
         assert np.abs(got - ref).max() <= 1e-4
     assert fp32_onnx.passed and fp32_onnx.report["gate"]["agreement"] == 1.0
