@@ -39,7 +39,7 @@ def main() -> None:
     from cfnsr.data.synth import generate
     from cfnsr.engines import load
     from cfnsr.export import int8 as int8_mod
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, set_metadata
+    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
     from cfnsr.reports import markdown_table, plot_bars
@@ -60,7 +60,7 @@ def main() -> None:
     ckpt = save_checkpoint(work / "paper.pt", model, preprocess=spec.to_dict())
     t0 = time.time()
     graph = export_fp32(model, work / "fp32.onnx")
-    set_metadata(graph, **base_metadata(graph, "fp32", spec.to_dict(), "bench"))
+    set_metadata(graph, **base_metadata(input_spec(graph), "fp32", spec.to_dict(), "bench"))
     onnx.save(graph, work / "fp32.onnx")
     print(f"fp32 export {time.time() - t0:.0f} s")
     clips = select_clips(cache, [1], a.calib_clips)

@@ -223,8 +223,9 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="ONNX file to write [default: CHECKPOINT's name with .PRECISION.onnx].")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "auto"]), default="auto", show_default=True,
-              help="auto: ONNX, plus the TensorRT engine where TensorRT and a GPU are present.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "pt2", "auto"]), default="auto", show_default=True,
+              help="auto: ONNX, plus the TensorRT engine where TensorRT and a GPU are present. pt2: an AOTInductor "
+                   "package (fp32) for the C++ runtime's libtorch backend.")
 @click.option("--calib-data", "--data", "data", type=click.Path(file_okay=False),
               help="Feature cache (cfnsr preprocess): int8 calibration clips and held-out clips for the accuracy gate.")
 @click.option("--calib-clips", default=256, show_default=True, help="Calibration clips (training actors only).")
@@ -239,14 +240,18 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 @click.option("--min-agreement", type=float, help="Override the gate's top-1 agreement threshold (0-1).")
 @click.option("--max-accuracy-drop", type=float, help="Override the int8 gate's accuracy drop threshold (points).")
 @click.option("--no-trt-check", is_flag=True, help="Write the file even if the TensorRT readiness check fails.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
+@click.option("--max-batch", default=64, show_default=True, help="--format pt2: the largest batch it accepts.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
-           gate_clips, min_agreement, max_accuracy_drop, no_trt_check, force) -> None:
+           gate_clips, min_agreement, max_accuracy_drop, no_trt_check, device, max_batch, force) -> None:
     """Export a checkpoint to ONNX with the precision in the graph; check it against the checkpoint.
 
     fp32: parity with PyTorch. fp16: strongly typed fp16 graph (LayerNorm, Softmax, reductions, mask path in fp32).
     int8: explicit Q/DQ from RAVDESS calibration (symmetric, per-channel weights) for TensorRT's strongly typed
-    builder. A failed accuracy gate keeps the file as NAME.FAILED.onnx and exits with status 3.
+    builder. pt2: an AOTInductor package (fp32) for the C++ runtime. A failed accuracy gate keeps the file as
+    NAME.FAILED.onnx (or .FAILED.pt2) and exits with status 3.
     """
     from .errors import GateFailed
     from .export.pipeline import ExportOptions, export as run
@@ -259,7 +264,8 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
     opts = ExportOptions(precision=precision, output=Path(output) if output else None, fmt=fmt,
                          data=Path(data) if data else None, calib_clips=calib_clips, calib_method=calib_method,
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
-                         thresholds=thresholds, check_trt=not no_trt_check, force=force)
+                         thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
+                         max_batch=max_batch)
     result = run(checkpoint, opts, log=click.echo)
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
@@ -271,6 +277,10 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
         raise GateFailed(f"{precision} accuracy gate failed; see {result.path.with_suffix('')}.report.md"
                          + (f" ({r['gate']['suggestion']})" if r["gate"].get("suggestion") else ""))
 # ------------------------------------------------------------------------------------------------ runtime
+# engines.BACKENDS, spelled here so that `cfnsr --help` imports no backend code (tests check they agree)
+BACKEND_CHOICE = click.Choice(["torch", "onnxruntime", "openvino", "tensorrt", "aoti"])
+
+
 @main.command()
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
@@ -300,7 +310,7 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--reference", required=True, type=click.Path(dir_okay=False), help="The PyTorch checkpoint.")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]))
+@click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--clips", type=int, help="Held-out clips to use [default: all of the test actors].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Gate to apply [default: the artifact's].")
 @click.option("--min-agreement", type=float)
@@ -327,7 +337,7 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
 @click.argument("artifacts", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--reference", type=click.Path(dir_okay=False),
               help="PyTorch checkpoint measured first, as the baseline of the ratios.")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]),
+@click.option("--backend", "backends", multiple=True, type=BACKEND_CHOICE,
               help="Backend for all artifacts, or once per artifact.")
 @click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--threads", type=int, help="CPU threads (pinned for every CPU backend).")
@@ -351,16 +361,18 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 @main.command()
 @click.argument("video", type=click.Path(dir_okay=False))
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="Checkpoint, ONNX file or engine.")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "openvino", "tensorrt"]))
+              help="Checkpoint, ONNX file, engine or pt2 package.")
+@click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--landmarks", type=click.Path(dir_okay=False), help="OpenFace landmark CSV of the clip.")
 @click.option("--allow-center-crop", is_flag=True, help="Classify the frame centre when no face is found.")
+@click.option("--save-inputs", type=click.Path(file_okay=False),
+              help="Also write the preprocessed inputs here as video.npy and audio.npy (for the C++ runtime).")
 @click.option("--json", "as_json", is_flag=True)
-def predict(video, model_path, backend, landmarks, allow_center_crop, as_json) -> None:
+def predict(video, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json) -> None:
     """The emotion of one clip, with the eight probabilities."""
     from .engines.predict import predict as run
 
-    r = run(video, model_path, backend, landmarks, allow_center_crop)
+    r = run(video, model_path, backend, landmarks, allow_center_crop, save_inputs)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return

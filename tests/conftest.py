@@ -114,6 +114,16 @@ def int8_onnx(trained_tiny, tiny_cache, export_dir):
     return export(trained_tiny, opts, log=lambda *a: None)
 
 
+@pytest.fixture(scope="session")
+def tiny_pt2(trained_tiny, tiny_cache, export_dir):
+    """The trained tiny model as an AOTInductor package for CPU (batch 1..8), gated on the held-out actors."""
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    opts = ExportOptions("fp32", export_dir / "m.fp32.pt2", fmt="pt2", data=tiny_cache.root, max_batch=8,
+                         progress=False)
+    return export(trained_tiny, opts, log=lambda *a: None)
+
+
 @pytest.fixture
 def video_without_audio(tmp_path):
     """An mp4 with a video track and no audio track."""

@@ -6,6 +6,7 @@ file               default backend          others
 ``*.pt``           torch (the reference)
 ``*.onnx``         onnxruntime              openvino
 ``*.engine``       tensorrt
+``*.pt2``          aoti (AOTInductor)
 =================  ======================  ==========================================
 """
 
@@ -16,16 +17,17 @@ from pathlib import Path
 from ..errors import ArtifactError, CfnsrError
 from .base import InputError, Runner, TensorSpec
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "aoti")
 _BY_SUFFIX = {".pt": ("torch",), ".pth": ("torch",), ".onnx": ("onnxruntime", "openvino"),
-              ".engine": ("tensorrt",), ".plan": ("tensorrt",)}
+              ".engine": ("tensorrt",), ".plan": ("tensorrt",),
+              ".pt2": ("aoti",)}
 
 
 def _sniff(path: Path) -> str | None:
     """Content check, so a renamed or truncated file gets a clear error rather than a backend's crash."""
     head = path.read_bytes()[:8]
     if head[:2] == b"PK":
-        return ".pt"  # torch.save zip archive
+        return ".pt"  # zip archive: torch.save checkpoint or AOTInductor package
     if head[:1] == b"\x08":
         return ".onnx"  # protobuf ModelProto starts with ir_version (field 1, varint)
     return None
@@ -33,7 +35,7 @@ def _sniff(path: Path) -> str | None:
 
 def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     """The runner for ``path``: by its suffix, or ``backend`` when given. Not yet activated (use ``with``)."""
-    from .runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
+    from .runners import AotiRunner, OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
 
     path = Path(path)
     if not path.is_file():
@@ -42,9 +44,9 @@ def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     allowed = _BY_SUFFIX.get(suffix)
     if allowed is None:
         raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected one of {', '.join(_BY_SUFFIX)}")
-    if suffix in (".pt", ".pth", ".onnx"):
+    if suffix in (".pt", ".pth", ".pt2", ".onnx"):
         sniffed = _sniff(path)
-        if sniffed is None or (sniffed == ".pt") != (suffix in (".pt", ".pth")):
+        if sniffed is None or (sniffed == ".pt") != (suffix in (".pt", ".pth", ".pt2")):
             raise ArtifactError(f"{path} does not look like a {suffix} file (corrupt, truncated or misnamed)")
     backend = backend or allowed[0]
     if backend not in BACKENDS:
@@ -57,6 +59,8 @@ def load(path: str | Path, backend: str | None = None, **options) -> Runner:
         return OnnxRuntimeRunner(path, **options)
     if backend == "openvino":
         return OpenVinoRunner(path, **options)
+    if backend == "aoti":
+        return AotiRunner(path, **options)
     from .tensorrt import TensorRTRunner
 
     return TensorRTRunner(path, **options)

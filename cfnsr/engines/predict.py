@@ -22,8 +22,19 @@ def _landmarks_for(video: Path, landmarks: str | Path | None) -> Path | None:
         return None
 
 
+def _save_inputs(folder: Path, video: np.ndarray, audio: np.ndarray) -> None:
+    from ..fileio import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arr in (("video.npy", video), ("audio.npy", audio)):
+        with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(arr, dtype=np.float32))
+
+
 def predict(video: str | Path, model: str | Path, backend: str | None = None, landmarks: str | Path | None = None,
-            allow_center_crop: bool = False) -> dict:
+            allow_center_crop: bool = False, save_inputs: str | Path | None = None) -> dict:
+    """The emotion of one clip. ``save_inputs``: a folder where the preprocessed model inputs are also written as
+    ``video.npy`` and ``audio.npy`` (float32, batch 1), the buffers the C++ runtime takes."""
     video = Path(video)
     with load(model, backend) as runner:
         if not runner.preprocess:
@@ -37,6 +48,8 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
                 f"Haar face detector on {spec.frames} frames. Pass --landmarks CSV, or --allow-center-crop to "
                 "classify the centre of the frame anyway")
         v, a = to_model_inputs(feats.frames, feats.mfcc, spec)
+        if save_inputs is not None:
+            _save_inputs(Path(save_inputs), v[None], a[None])
         logits = runner(v[None], a[None])[0].astype(np.float64)
         labels = runner.labels
     p = np.exp(logits - logits.max())
@@ -44,4 +57,5 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
     best = int(p.argmax())
     return {"video": str(video), "model": str(model), "backend": runner.backend, "emotion": labels[best],
             "label_id": best, "probabilities": {l: float(x) for l, x in zip(labels, p)},
-            "crop": feats.crop_method, "audio_padded": feats.audio_padded}
+            "crop": feats.crop_method, "audio_padded": feats.audio_padded,
+            **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}

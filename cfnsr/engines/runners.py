@@ -1,4 +1,4 @@
-"""The CPU-capable runners: PyTorch checkpoint (the reference), ONNX Runtime, OpenVINO."""
+"""The CPU-capable runners: PyTorch checkpoint (the reference), ONNX Runtime, OpenVINO, AOTInductor packages."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..lazy import require
-from .base import Runner, TensorSpec, spec_from_metadata
+from .base import InputError, Runner, TensorSpec, spec_from_metadata
 
 
 class TorchRunner(Runner):
@@ -119,3 +119,46 @@ class OpenVinoRunner(Runner):
 
     def _deactivate(self) -> None:
         del self.request, self.compiled
+
+
+class AotiRunner(Runner):
+    """An AOTInductor package (``.pt2``, from ``cfnsr export --format pt2``): the same file the C++ runtime's
+    libtorch backend runs, loaded here through ``torch._inductor.aoti_load_package``."""
+
+    backend = "aoti"
+
+    def __init__(self, path, threads: int | None = None):
+        super().__init__(path)
+        self.threads = threads
+
+    def _activate(self) -> None:
+        import torch
+
+        from ..export.pt2 import read_package_metadata
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            self.package = torch._inductor.aoti_load_package(str(self.path))
+        except Exception as e:
+            raise ArtifactError(f"libtorch cannot load the AOTInductor package {self.path}: "
+                                f"{str(e).strip().splitlines()[0]}") from e
+        self.metadata = read_package_metadata(self.package)
+        self.device = self.metadata.get("device", "cpu")
+        self.max_batch = int(self.metadata.get("max_batch", 1))
+        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+
+    def _infer(self, video, audio) -> np.ndarray:
+        import torch
+
+        n = video.shape[0]
+        if n > self.max_batch:
+            raise InputError(f"batch {n} exceeds the package's maximum batch {self.max_batch} "
+                             f"(re-export with a larger --max-batch)")
+        with torch.no_grad():
+            v = torch.as_tensor(video).to(self.device)
+            a = torch.as_tensor(audio).to(self.device)
+            return self.package(v, a).float().cpu().numpy()
+
+    def _deactivate(self) -> None:
+        del self.package

@@ -24,6 +24,8 @@ FORMATS = {
                    "ONNX with the precision in the graph (runs on ONNX Runtime, OpenVINO, TensorRT)"),
     "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8"),
                      "TensorRT engine built from the ONNX file, plus a .engine.json sidecar (this GPU and TensorRT only)"),
+    "pt2": Format("pt2", ".pt2", False, ("fp32",),
+                  "AOTInductor package for libtorch: the C++ runtime's CPU backend (or CUDA with --device cuda)"),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -45,11 +47,16 @@ def tensorrt_available() -> tuple[bool, str]:
 
 
 def resolve(fmt: str, precision: str) -> list[str]:
-    """The formats to produce for ``--format`` (onnx, engine, auto) and ``--precision``."""
+    """The formats to produce for ``--format`` (onnx, engine, pt2, auto) and ``--precision``."""
     if precision not in PRECISIONS:
         raise CfnsrError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if fmt == "onnx":
         return ["onnx"]
+    if fmt == "pt2":
+        if precision not in FORMATS["pt2"].precisions:
+            raise CfnsrError(f"--format pt2 is fp32 only (got --precision {precision}): reduced precision is "
+                             "decided in the ONNX graph; export --format onnx or engine for fp16/int8")
+        return ["pt2"]
     ok, why = tensorrt_available()
     if fmt == "engine":
         if not ok:
@@ -60,4 +67,4 @@ def resolve(fmt: str, precision: str) -> list[str]:
         return ["onnx", "engine"]
     if fmt == "auto":
         return ["onnx", "engine"] if ok else ["onnx"]
-    raise CfnsrError(f"unknown --format {fmt!r}; choose onnx, engine or auto")
+    raise CfnsrError(f"unknown --format {fmt!r}; choose onnx, engine, pt2 or auto")

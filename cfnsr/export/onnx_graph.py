@@ -20,6 +20,8 @@ OPSET = 18
 INPUT_NAMES = ("video", "audio")
 OUTPUT_NAME = "logits"
 META_PREFIX = "cfnsr."
+# Version of the metadata contract below; runtimes (the C++ one too) refuse a schema newer than they read.
+METADATA_SCHEMA = 1
 
 
 def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
@@ -77,20 +79,22 @@ def set_metadata(model: onnx.ModelProto, **entries) -> None:
             model.metadata_props.append(onnx.StringStringEntryProto(key=full, value=text))
 
 
-def base_metadata(model: onnx.ModelProto, precision: str, preprocess: dict, source_sha256: str) -> dict:
+def base_metadata(inputs: list[dict], precision: str, preprocess: dict, source_sha256: str) -> dict:
+    """The metadata every artifact carries (ONNX metadata_props, pt2 package metadata, engine sidecar)."""
     return {
+        "schema": METADATA_SCHEMA,
         "version": __version__,
         "precision": precision,
         "labels": list(EMOTIONS),
-        "inputs": input_spec(model),
+        "inputs": inputs,
         "preprocess": preprocess,
         "source_sha256": source_sha256,
     }
 
 
 def read_metadata(path_or_model) -> dict:
-    """``cfnsr.*`` metadata of an ONNX file, JSON values decoded (contract: version, precision, labels, inputs,
-    preprocess, source_sha256, and calibration for int8)."""
+    """``cfnsr.*`` metadata of an ONNX file, JSON values decoded (contract: schema, version, precision, labels,
+    inputs, preprocess, source_sha256, and calibration for int8)."""
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
     else:

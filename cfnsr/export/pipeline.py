@@ -1,5 +1,8 @@
 """``cfnsr export``: checkpoint -> ONNX (fp32 | fp16 | int8) -> readiness check -> accuracy gate -> report.
 
+``--format pt2`` takes the other road: checkpoint -> AOTInductor package (fp32, for the C++ runtime's libtorch
+backend) -> the same accuracy gate -> report.
+
 The artifact is written only at the end, atomically. One that fails its gate is kept under a name that says so
 (``model.int8.FAILED.onnx``) and the command exits non-zero; nothing the user had is overwritten without --force.
 """
@@ -7,6 +10,7 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +27,8 @@ from . import fp16 as fp16_mod
 from . import gate as gate_mod
 from . import int8 as int8_mod
 from . import readiness
-from .formats import resolve
-from .onnx_graph import base_metadata, export_fp32, set_metadata
+from .formats import FORMATS, resolve
+from .onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
 
 
 @dataclass
@@ -44,6 +48,8 @@ class ExportOptions:
     check_trt: bool = True
     force: bool = False
     progress: bool = True
+    device: str = "cpu"  # pt2 only: the device the package is compiled for
+    max_batch: int = 64  # pt2 only: the largest batch the package accepts
 
 
 @dataclass
@@ -54,13 +60,14 @@ class ExportResult:
     engine: Path | None = None
 
 
-def default_output(checkpoint: Path, precision: str) -> Path:
-    return checkpoint.with_name(f"{checkpoint.stem}.{precision}.onnx")
+def default_output(checkpoint: Path, precision: str, suffix: str = ".onnx") -> Path:
+    return checkpoint.with_name(f"{checkpoint.stem}.{precision}{suffix}")
 
 
 def failed_name(path: Path) -> Path:
-    return path.with_name(path.name.replace(".onnx", ".FAILED.onnx") if path.suffix == ".onnx"
-                          else path.name + ".FAILED")
+    if path.suffix in (".onnx", ".pt2"):
+        return path.with_name(path.name[: -len(path.suffix)] + ".FAILED" + path.suffix)
+    return path.with_name(path.name + ".FAILED")
 
 
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
@@ -72,11 +79,16 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         raise CfnsrError(f"--high-precision must be fp32 or fp16, got {opts.high_precision!r}")
     if opts.int8_scope not in int8_mod.SCOPES:
         raise CfnsrError(f"unknown --int8-scope {opts.int8_scope!r}; choose one of: {', '.join(int8_mod.SCOPES)}")
+    if formats != ["pt2"] and (opts.device != "cpu" or opts.max_batch != 64):
+        raise CfnsrError("--device and --max-batch apply to --format pt2 only (an engine's batch range is set by "
+                         "`cfnsr build --batch`)")
+    suffix = FORMATS[formats[0]].suffix
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, str(checkpoint))
-    out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision)
-    if out.suffix != ".onnx":
-        raise CfnsrError(f"output {out} must end in .onnx (the engine is written beside it)")
+    out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision, suffix)
+    if out.suffix != suffix:
+        raise CfnsrError(f"output {out} must end in {suffix}"
+                         + (" (the engine is written beside it)" if suffix == ".onnx" else ""))
     check_writable(out, opts.force)
     check_writable(failed_name(out), True)
     split = Split.from_dict(ckpt["split"]) if ckpt.get("split") else None
@@ -92,7 +104,9 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
                          "(a `cfnsr preprocess` output)")
     source_sha = sha256_file(checkpoint)
     report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": source_sha, "precision": opts.precision,
-                    "model_config": model.config.name}
+                    "model_config": model.config.name, "format": formats[0]}
+    if formats == ["pt2"]:
+        return _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, log)
 
     with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
         fp32_path = Path(tmp) / "model.fp32.onnx"
@@ -104,7 +118,7 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         elif opts.precision == "int8":
             graph, calibration = _int8(graph, fp32_path, source_sha, cache, split, opts, out, log)
             report["calibration"] = calibration
-        meta = base_metadata(graph, opts.precision, preprocess or {}, source_sha)
+        meta = base_metadata(input_spec(graph), opts.precision, preprocess or {}, source_sha)
         if calibration is not None:
             meta["calibration"] = {k: calibration[k] for k in ("method", "clips", "clip_list_sha256", "actors",
                                                                "scope", "high_precision")}
@@ -117,7 +131,10 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         if not ready.ok and opts.check_trt:
             raise CfnsrError(f"the exported graph is {ready} (pass --no-trt-check to write it anyway)")
 
-        gate = _gate(model, art_path, fp32_path, cache, split, opts, log)
+        from ..engines.runners import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(art_path, providers=["CPUExecutionProvider"])
+        gate = _gate(model, runner, fp32_path, cache, split, opts, log)
         report["gate"] = gate.to_dict()
         final = out if gate.passed else failed_name(out)
         with atomic_path(final, force=True if not gate.passed else opts.force) as dst:
@@ -157,7 +174,30 @@ def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
     return graph, info
 
 
-def _gate(model, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
+def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, log) -> ExportResult:
+    from ..engines.runners import AotiRunner
+    from .pt2 import export_pt2, tensor_spec
+
+    with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
+        art_path = Path(tmp) / "artifact.pt2"
+        log(f"compiling {model.config.name} with AOTInductor for {opts.device} (batch 1..{opts.max_batch}); "
+            "this takes a minute or more ...")
+        meta = base_metadata(tensor_spec(model), "fp32", preprocess or {}, source_sha)
+        export_pt2(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
+        model.to("cpu")
+        gate = _gate(model, AotiRunner(art_path), None, cache, split, opts, log)
+        report["gate"] = gate.to_dict()
+        report["device"] = opts.device
+        report["max_batch"] = opts.max_batch
+        final = out if gate.passed else failed_name(out)
+        with atomic_path(final, force=True if not gate.passed else opts.force) as dst:
+            shutil.copyfile(art_path, dst)
+    report.update(output=str(final), size_bytes=final.stat().st_size, sha256=sha256_file(final))
+    _write_report(final, report, gate)
+    return ExportResult(final, gate.passed, report)
+
+
+def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
     if cache is not None:
         video, audio, labels = gate_mod.held_out_arrays(cache, split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
@@ -169,15 +209,13 @@ def _gate(model, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateR
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
         ref = gate_mod.batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    from ..engines.runners import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(art_path, providers=["CPUExecutionProvider"]) as runner:
+    with runner:
         got = gate_mod.batched(runner, video, audio)
     result = gate_mod.compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8":
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]
-        result.divergence = gate_mod.first_divergence(str(fp32_path), str(art_path), inputs)
+        result.divergence = gate_mod.first_divergence(str(fp32_path), str(runner.path), inputs)
         result.suggestion = gate_mod.suggest_scope(opts.int8_scope)
     log(result.summary())
     return result
@@ -191,10 +229,14 @@ def _write_report(artifact: Path, report: dict, gate: gate_mod.GateResult) -> No
     g = report["gate"]
     lines = [f"# Export report: {artifact.name}", "",
              f"- checkpoint: `{report['checkpoint']}` ({report['model_config']})",
-             f"- precision: **{report['precision']}**, size {report['size_bytes'] / 1e6:.1f} MB",
-             f"- TensorRT readiness: {'ok' if report['tensorrt_readiness']['ok'] else 'PROBLEMS'}"]
-    for p in report["tensorrt_readiness"]["problems"]:
-        lines.append(f"  - {p}")
+             (f"- format: {report['format']}, precision: **{report['precision']}**, "
+              f"size {report['size_bytes'] / 1e6:.1f} MB")]
+    if "device" in report:
+        lines.append(f"- AOTInductor package for {report['device']}, batch 1..{report['max_batch']}")
+    if "tensorrt_readiness" in report:
+        lines.append(f"- TensorRT readiness: {'ok' if report['tensorrt_readiness']['ok'] else 'PROBLEMS'}")
+        for p in report["tensorrt_readiness"]["problems"]:
+            lines.append(f"  - {p}")
     if "calibration" in report:
         c = report["calibration"]
         lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "

@@ -1,0 +1,95 @@
+"""AOTInductor packages (``.pt2``): the model compiled ahead of time to a shared library plus its weights.
+
+This is the artifact of the C++ runtime's CPU backend (``cpp/``): libtorch's ``AOTIModelPackageLoader`` opens it
+without Python, and ``torch._inductor.aoti_load_package`` opens it from Python (the ``aoti`` runner). The package is
+compiled for one device type (``cpu``, or ``cuda`` on a GPU machine); on CPU the generated code targets the
+instruction set of the machine that compiled it (recorded by torch as ``AOTI_CPU_ISA``).
+
+The cfnsr metadata travels inside the package (``aot_inductor.metadata``) under the same ``cfnsr.*`` keys as ONNX
+``metadata_props``, JSON-encoded, so every runtime reads one contract.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import ArtifactError, CfnsrError
+from ..fileio import atomic_path
+from ..model.network import CFNSR
+from .onnx_graph import META_PREFIX, OUTPUT_NAME
+
+DEVICES = ("cpu", "cuda")
+DEFAULT_MAX_BATCH = 64
+
+
+def tensor_spec(model: CFNSR) -> list[dict]:
+    """The same ``inputs`` entry ONNX files carry, with ``batch`` as the dynamic axis."""
+    from ..model.summary import example_inputs
+
+    video, audio = example_inputs(model.config, batch=1)
+    return [
+        {"name": "video", "kind": "input", "shape": ["batch", *video.shape[1:]], "dtype": "float32",
+         "layout": "NCTHW"},
+        {"name": "audio", "kind": "input", "shape": ["batch", *audio.shape[1:]], "dtype": "float32",
+         "layout": "NCL (MFCC bins x frames)"},
+        {"name": OUTPUT_NAME, "kind": "output", "shape": ["batch", model.config.num_classes], "dtype": "float32",
+         "layout": "NK (RAVDESS emotion ids)"},
+    ]
+
+
+def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: str = "cpu",
+               max_batch: int = DEFAULT_MAX_BATCH, force: bool = False) -> Path:
+    """Compile ``model`` (fp32, batch 1..max_batch) into an AOTInductor package at ``path``, atomically."""
+    from ..model.summary import example_inputs
+
+    if device not in DEVICES:
+        raise CfnsrError(f"--device must be one of {DEVICES} for a pt2 package, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CfnsrError("a cuda pt2 package is compiled on the GPU it targets, and no CUDA GPU is visible here")
+    if max_batch < 2:
+        raise CfnsrError(f"max_batch must be at least 2 (got {max_batch}); the batch axis is dynamic")
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise CfnsrError(f"output {path} must end in .pt2")
+    model = model.eval().to(device)
+    video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+    video, audio = video.to(device), audio.to(device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    meta = {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in
+            {**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__}.items()}
+    logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="cfnsr-pt2-") as tmp:
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            program = torch.export.export(model, (video, audio), dynamic_shapes={"video": {0: batch},
+                                                                                "audio": {0: batch}})
+            built = torch._inductor.aoti_compile_and_package(
+                program, package_path=str(Path(tmp) / "model.pt2"),
+                inductor_configs={"aot_inductor.metadata": meta})
+        with atomic_path(path, force) as dst:
+            shutil.copyfile(built, dst)
+    return path
+
+
+def read_package_metadata(loaded) -> dict:
+    """``cfnsr.*`` entries of a loaded package, JSON values decoded, plus torch's own ``AOTI_*`` entries."""
+    out = {}
+    for key, value in loaded.get_metadata().items():
+        if key.startswith(META_PREFIX):
+            try:
+                out[key[len(META_PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key[len(META_PREFIX):]] = value
+        elif key.startswith("AOTI_"):
+            out.setdefault("aoti", {})[key] = value
+    if "inputs" not in out:
+        raise ArtifactError("the package carries no cfnsr metadata (was it written by `cfnsr export --format pt2`?)")
+    return out

@@ -1,0 +1,76 @@
+"""``cfnsr export --format pt2``: the AOTInductor package of the C++ runtime's libtorch backend."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cfnsr.errors import CfnsrError
+from cfnsr.export.formats import resolve
+from cfnsr.export.pipeline import ExportOptions, export
+
+
+def test_pt2_is_fp32_only():
+    assert resolve("pt2", "fp32") == ["pt2"]
+    for precision in ("fp16", "int8"):
+        with pytest.raises(CfnsrError, match="pt2 is fp32 only"):
+            resolve("pt2", precision)
+
+
+def test_pt2_options_refused_for_onnx(trained_tiny, tmp_path):
+    with pytest.raises(CfnsrError, match="--format pt2 only"):
+        export(trained_tiny, ExportOptions("fp32", tmp_path / "m.onnx", fmt="onnx", max_batch=16), log=lambda *a: None)
+
+
+def test_pt2_refuses_cuda_without_gpu(trained_tiny, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(CfnsrError, match="no CUDA GPU is visible"):
+        export(trained_tiny, ExportOptions("fp32", tmp_path / "m.pt2", fmt="pt2", device="cuda"), log=lambda *a: None)
+
+
+def test_pt2_export_gated_and_reported(tiny_pt2, trained_tiny):
+    assert tiny_pt2.passed and tiny_pt2.path.suffix == ".pt2"
+    report = json.loads(tiny_pt2.path.with_name("m.fp32.report.json").read_text())
+    assert report["format"] == "pt2" and report["device"] == "cpu" and report["max_batch"] == 8
+    gate = report["gate"]
+    assert gate["reference_accuracy"] is not None, "the gate ran on held-out clips, not random inputs"
+    assert gate["agreement"] == 1.0 and gate["max_abs_logit"] <= 1e-4
+    assert "pt2" in tiny_pt2.path.with_name("m.fp32.report.md").read_text()
+    assert tiny_pt2.path.stat().st_mode & 0o044, "the package is readable by others, like any file open() writes"
+
+
+def test_pt2_refuses_overwrite(tiny_pt2, trained_tiny):
+    before = tiny_pt2.path.stat().st_mtime_ns
+    with pytest.raises(CfnsrError, match="already exists"):
+        export(trained_tiny, ExportOptions("fp32", tiny_pt2.path, fmt="pt2"), log=lambda *a: None)
+    assert tiny_pt2.path.stat().st_mtime_ns == before
+
+
+def test_aoti_runner_reads_metadata_and_matches_torch(tiny_pt2, trained_tiny, tiny_inputs):
+    from cfnsr.engines import InputError, load
+    from cfnsr.model.checkpoint import load_checkpoint
+
+    video, audio = (t.numpy() for t in tiny_inputs)
+    with load(tiny_pt2.path) as aoti, load(trained_tiny) as ref:
+        assert aoti.backend == "aoti"
+        assert aoti.metadata["schema"] == 1 and aoti.metadata["max_batch"] == 8
+        assert aoti.preprocess == load_checkpoint(trained_tiny)["preprocess"]
+        assert aoti.labels[0] == "neutral"
+        np.testing.assert_allclose(aoti(video, audio), ref(video, audio), atol=1e-4)
+        with pytest.raises(InputError, match="maximum batch 8"):
+            aoti(np.repeat(video[:1], 9, 0), np.repeat(audio[:1], 9, 0))
+        with pytest.raises(InputError, match="'audio'"):
+            aoti(video, audio[:, :5])
+
+
+def test_pt2_sniffed_as_zip(tmp_path):
+    from cfnsr.engines import load
+    from cfnsr.errors import ArtifactError
+
+    bad = tmp_path / "model.pt2"
+    bad.write_bytes(b"\x08not a zip")
+    with pytest.raises(ArtifactError, match="does not look like a .pt2"):
+        load(bad)
