@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything worth running on a lent GPU, in one call (< 9 minutes). Results go under $OUT.
+# Everything worth running on a lent GPU, in one call (< 8 minutes). Results go under $OUT.
 # The device machine has its own torch (CUDA) and no network: cfnsr runs from this checkout via PYTHONPATH,
 # and only what needs torch alone runs there (the model, the C++ runtime with CUDA packages, training and
 # inference throughput, gpu-marked tests). The C++ build needs nlohmann-json's headers: carry the Debian package
@@ -11,7 +11,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 {
-  echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  echo "== machine"; command -v cmake ninja c++ cc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
   if $PY -c "import pytest" 2>/dev/null; then
     echo "== gpu-marked tests"
@@ -25,15 +25,15 @@ PY=${PYTHON:-python3}
   TORCH_ROOT=$($PY -c "import os, torch; print(os.path.dirname(torch.__file__))")
   if timeout 240 cmake -S cpp -B /tmp/cfnsr-cpp -G Ninja -DCMAKE_BUILD_TYPE=Release -DCFNSR_WITH_AOTI=ON \
        -DCFNSR_TORCH_ROOT="$TORCH_ROOT" -Dnlohmann_json_DIR=$NL/usr/share/cmake/nlohmann_json >/tmp/cfnsr-cmake.log 2>&1 \
-     && timeout 240 cmake --build /tmp/cfnsr-cpp -j 16 >>/tmp/cfnsr-cmake.log 2>&1; then
+     && timeout 180 cmake --build /tmp/cfnsr-cpp -j 16 >>/tmp/cfnsr-cmake.log 2>&1; then
     tail -1 /tmp/cfnsr-cmake.log
-    timeout 300 $PY benchmarks/gpu_cpp.py --infer /tmp/cfnsr-cpp/examples/cfnsr_infer --configs cfn-sr-tiny,cfn-sr \
+    timeout 270 $PY benchmarks/gpu_cpp.py --infer /tmp/cfnsr-cpp/examples/cfnsr_infer --configs cfn-sr-tiny,cfn-sr \
       --json "$OUT/gpu_cpp.json"
   else
     echo "C++ build failed:"; tail -30 /tmp/cfnsr-cmake.log
   fi
   echo "== inference latency, paper configuration (eager fp32 vs autocast vs CUDA graph)"
-  timeout 150 $PY benchmarks/gpu_infer.py --config cfn-sr --json "$OUT/gpu_infer.json"
+  timeout 110 $PY benchmarks/gpu_infer.py --config cfn-sr --json "$OUT/gpu_infer.json"
   echo "== training throughput, paper configuration (fp32 vs mixed precision)"
-  timeout 150 $PY benchmarks/gpu_train.py --config cfn-sr --batch 16 --steps 20 --json "$OUT/gpu_train.json"
+  timeout 110 $PY benchmarks/gpu_train.py --config cfn-sr --batch 16 --steps 20 --json "$OUT/gpu_train.json"
 } 2>&1 | tee "$OUT/device_check.log"
