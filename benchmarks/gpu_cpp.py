@@ -13,6 +13,7 @@ Needs torch with CUDA and cfnsr on PYTHONPATH (no librosa/PyAV).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import subprocess
 import tempfile
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: to try the script without a GPU")
     p.add_argument("--json", dest="json_path")
     a = p.parse_args()
+    faulthandler.enable()
     dev = a.device
     if dev == "cuda" and not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
@@ -61,21 +63,11 @@ def main() -> None:
         v_np, a_np = video.numpy(), audio.numpy()
         with tempfile.TemporaryDirectory() as tmp:
             pkg = Path(tmp) / f"{name}.{dev}.pt2"
+            print(f"{name}: compiling a {dev} package ...", flush=True)
             t0 = time.perf_counter()
             export_pt2(model, pkg, base_metadata(tensor_spec(model), "fp32", {}, "gpu_cpp"), device=dev, max_batch=8)
             compile_s = time.perf_counter() - t0
-            model = model.to(dev)
-            with torch.no_grad():
-                eager = model(video.to(dev), audio.to(dev)).cpu().numpy()
-
-            def run_eager():
-                with torch.no_grad():
-                    return model(torch.from_numpy(v_np).to(dev), torch.from_numpy(a_np).to(dev)).cpu()
-
-            with AotiRunner(pkg) as runner:
-                py = runner(v_np, a_np)
-                py_ms = wall_ms(lambda: runner(v_np, a_np), 5, a.iters)
-            eager_ms = wall_ms(run_eager, 5, a.iters)
+            print(f"{name}: compiled a {dev} package in {compile_s:.1f} s", flush=True)
             np.save(Path(tmp) / "video.npy", v_np)
             np.save(Path(tmp) / "audio.npy", a_np)
             r = subprocess.run([a.infer, str(pkg), "--video", str(Path(tmp) / "video.npy"), "--audio",
@@ -84,6 +76,19 @@ def main() -> None:
             if r.returncode != 0:
                 raise SystemExit(f"cfnsr_infer failed ({r.returncode}): {r.stderr}")
             out = json.loads(r.stdout)
+            print(f"{name}: C++ ran on {out['device']}, p50 {out['latency_ms']['p50']:.2f} ms", flush=True)
+            model = model.to(dev)
+            with torch.no_grad():
+                eager = model(video.to(dev), audio.to(dev)).cpu().numpy()
+
+            def run_eager():
+                with torch.no_grad():
+                    return model(torch.from_numpy(v_np).to(dev), torch.from_numpy(a_np).to(dev)).cpu()
+
+            eager_ms = wall_ms(run_eager, 5, a.iters)
+            with AotiRunner(pkg) as runner:
+                py = runner(v_np, a_np)
+                py_ms = wall_ms(lambda: runner(v_np, a_np), 5, a.iters)
         cpp = np.array(out["logits"])
         row = {"config": name, "compile_s": compile_s, "device": out["device"],
                "max_abs_cpp_vs_python": float(np.abs(cpp - py).max()),
