@@ -185,7 +185,9 @@ def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, 
         meta = base_metadata(tensor_spec(model), "fp32", preprocess or {}, source_sha)
         export_pt2(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
         model.to("cpu")
-        gate = _gate(model, AotiRunner(art_path), None, cache, split, opts, log)
+        # A CUDA package is checked in a fresh process (torch 2.11 crashes loading one where it was compiled).
+        runner = _IsolatedAoti(art_path) if opts.device == "cuda" else AotiRunner(art_path)
+        gate = _gate(model, runner, None, cache, split, opts, log)
         report["gate"] = gate.to_dict()
         report["device"] = opts.device
         report["max_batch"] = opts.max_batch
@@ -195,6 +197,19 @@ def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, 
     report.update(output=str(final), size_bytes=final.stat().st_size, sha256=sha256_file(final))
     _write_report(final, report, gate)
     return ExportResult(final, gate.passed, report)
+
+
+class _IsolatedAoti:
+    """The gate's view of a package run by ``pt2.run_isolated``: all clips at once, in a child process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
@@ -209,8 +224,13 @@ def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateRes
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
         ref = gate_mod.batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    with runner:
-        got = gate_mod.batched(runner, video, audio)
+    if isinstance(runner, _IsolatedAoti):
+        from .pt2 import run_isolated
+
+        got = run_isolated(runner.path, video, audio)
+    else:
+        with runner:
+            got = gate_mod.batched(runner, video, audio)
     result = gate_mod.compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8":
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")

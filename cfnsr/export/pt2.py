@@ -93,3 +93,29 @@ def read_package_metadata(loaded) -> dict:
     if "inputs" not in out:
         raise ArtifactError("the package carries no cfnsr metadata (was it written by `cfnsr export --format pt2`?)")
     return out
+
+
+def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeout: float = 1800):
+    """Logits of ``package`` on numpy inputs, computed in a fresh Python process.
+
+    torch 2.11 crashes (SIGSEGV in ``aoti_load_package``) when a process loads a CUDA package after compiling one;
+    a new process loads it cleanly, as the C++ runtime does. Arrays travel as .npy files.
+    """
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="cfnsr-aoti-") as tmp:
+        paths = [Path(tmp) / n for n in ("video.npy", "audio.npy", "logits.npy")]
+        np.save(paths[0], np.ascontiguousarray(video, np.float32))
+        np.save(paths[1], np.ascontiguousarray(audio, np.float32))
+        code = ("import sys, numpy as np; from cfnsr.engines.runners import AotiRunner; "
+                "from cfnsr.export.gate import batched; v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); "
+                "r = AotiRunner(sys.argv[1]).activate(); np.save(sys.argv[4], batched(r, v, a, int(sys.argv[5])))")
+        done = subprocess.run([sys.executable, "-c", code, str(package), *map(str, paths), str(batch)],
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ArtifactError(f"loading {package} in a fresh process failed (exit {done.returncode}): "
+                                f"{done.stderr.strip()[-2000:]}")
+        return np.load(paths[2])
