@@ -88,7 +88,7 @@ def main() -> None:
             eager_ms = wall_ms(run_eager, 5, a.iters)
             print(f"{name}: C++ vs eager max |dlogit| {np.abs(np.array(out['logits']) - eager).max():.2e}, "
                   f"eager {eager_ms:.2f} ms", flush=True)
-            # Python's runner in a fresh process: torch 2.11 crashes loading a CUDA package where it compiled one.
+            # Python's runner in a fresh process: torch 2.11's Python loader crashed on CUDA packages on the H100.
             code = ("import sys, json, numpy as np; sys.path[:0] = [sys.argv[4]]; "
                     "from cfnsr.engines.runners import AotiRunner; import benchmarks.gpu_cpp as g; "
                     "v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); r = AotiRunner(sys.argv[1]).activate(); "

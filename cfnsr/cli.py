@@ -254,7 +254,8 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
     NAME.FAILED.onnx (or .FAILED.pt2) and exits with status 3.
     """
     from .errors import GateFailed
-    from .export.pipeline import ExportOptions, export as run
+    from .export.pipeline import ExportOptions, report_path
+    from .export.pipeline import export as run
 
     thresholds = {}
     if min_agreement is not None:
@@ -270,11 +271,11 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
                f"{precision}  gate {'passed' if result.passed else 'FAILED'}  "
-               f"report {result.path.with_suffix('')}.report.md")
+               f"report {report_path(result.path)}")
     if result.engine:
         click.echo(f"engine {result.engine}")
     if not result.passed:
-        raise GateFailed(f"{precision} accuracy gate failed; see {result.path.with_suffix('')}.report.md"
+        raise GateFailed(f"{precision} accuracy gate failed; see {report_path(result.path)}"
                          + (f" ({r['gate']['suggestion']})" if r["gate"].get("suggestion") else ""))
 # ------------------------------------------------------------------------------------------------ runtime
 # engines.BACKENDS, spelled here so that `cfnsr --help` imports no backend code (tests check they agree)

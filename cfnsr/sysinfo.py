@@ -53,11 +53,26 @@ def probe_backends(import_module: Callable = importlib.import_module) -> list[Ba
         core = ov.Core()
         return f"openvino {ov.get_version()}, devices: {', '.join(core.available_devices)}"
 
+    def aoti_check(_inductor) -> str:
+        import shutil
+
+        cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+        if cxx is None:
+            raise RuntimeError("no C++ compiler on PATH: AOTInductor compiles .pt2 packages with one (apt install g++)")
+        import logging
+
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on CPU machines
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        isa = str(pick_vec_isa()).upper() or "no vector ISA"
+        return f"AOTInductor .pt2 packages for the C++ runtime (compiler {cxx}, CPU packages target {isa})"
+
     attempt("torch", "torch", "pip install torch", torch_check)
     attempt("onnxruntime", "onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)", ort_check)
     attempt("tensorrt", "tensorrt", "pip install 'cfnsr[tensorrt]' on a machine with an NVIDIA GPU, "
             "or use the TensorRT that JetPack ships", trt_check)
     attempt("openvino", "openvino", "pip install 'cfnsr[openvino]'", ov_check)
+    attempt("aoti", "torch._inductor", "pip install torch", aoti_check)
     return out
 
 

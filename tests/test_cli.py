@@ -39,6 +39,14 @@ def test_info_reports_a_missing_backend_with_the_extra_to_install():
     assert backends["torch"].usable and backends["onnxruntime"].usable
     assert not backends["openvino"].usable
     assert "pip install 'cfnsr[openvino]'" in backends["openvino"].detail
+    assert backends["aoti"].usable and "CPU packages target" in backends["aoti"].detail
+
+
+def test_cli_backend_choices_match_the_engines_table():
+    from cfnsr.cli import BACKEND_CHOICE
+    from cfnsr.engines import BACKENDS
+
+    assert list(BACKEND_CHOICE.choices) == list(BACKENDS)
 
 
 def test_info_cli_json():
@@ -46,7 +54,7 @@ def test_info_cli_json():
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     names = [b["name"] for b in report["backends"]]
-    assert names == ["torch", "onnxruntime", "tensorrt", "openvino"]
+    assert names == ["torch", "onnxruntime", "tensorrt", "openvino", "aoti"]
     for b in report["backends"]:
         assert isinstance(b["usable"], bool) and b["detail"]  # a version when usable, the reason when not
 

@@ -185,7 +185,7 @@ def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, 
         meta = base_metadata(tensor_spec(model), "fp32", preprocess or {}, source_sha)
         export_pt2(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
         model.to("cpu")
-        # A CUDA package is checked in a fresh process (torch 2.11 crashes loading one where it was compiled).
+        # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
         runner = _IsolatedAoti(art_path) if opts.device == "cuda" else AotiRunner(art_path)
         gate = _gate(model, runner, None, cache, split, opts, log)
         report["gate"] = gate.to_dict()
@@ -241,10 +241,17 @@ def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateRes
     return result
 
 
+def report_path(artifact: Path, kind: str = ".report.md") -> Path:
+    """``m.fp32.report.md`` beside ``m.fp32.onnx``; ``m.fp32.pt2.report.md`` beside a package, so that the ONNX
+    file and the package of one checkpoint keep their own reports."""
+    stem = artifact.with_suffix("") if artifact.suffix == ".onnx" else artifact
+    return stem.with_name(stem.name + kind)
+
+
 def _write_report(artifact: Path, report: dict, gate: gate_mod.GateResult) -> None:
     from ..reports import markdown_table, plot_confusion
 
-    stem = artifact.with_suffix("")
+    stem = report_path(artifact, "")
     write_json(stem.with_name(stem.name + ".report.json"), report)
     g = report["gate"]
     lines = [f"# Export report: {artifact.name}", "",

@@ -65,7 +65,8 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     meta = {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in
             {**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__}.items()}
-    logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+    for name in ("torch._inductor", "torch.utils.cpp_extension"):  # the latter warns "No CUDA runtime" on CPUs
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="cfnsr-pt2-") as tmp:
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -98,8 +99,8 @@ def read_package_metadata(loaded) -> dict:
 def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeout: float = 1800):
     """Logits of ``package`` on numpy inputs, computed in a fresh Python process.
 
-    torch 2.11 crashes (SIGSEGV in ``aoti_load_package``) when a process loads a CUDA package after compiling one;
-    a new process loads it cleanly, as the C++ runtime does. Arrays travel as .npy files.
+    A crash of torch's Python loader (seen with torch 2.11 on CUDA packages: SIGSEGV in ``aoti_load_package``)
+    then becomes an error message instead of killing the export. Arrays travel as .npy files.
     """
     import subprocess
     import sys
@@ -115,6 +116,11 @@ def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeo
                 "r = AotiRunner(sys.argv[1]).activate(); np.save(sys.argv[4], batched(r, v, a, int(sys.argv[5])))")
         done = subprocess.run([sys.executable, "-c", code, str(package), *map(str, paths), str(batch)],
                               capture_output=True, text=True, timeout=timeout)
+        if done.returncode < 0:
+            raise ArtifactError(
+                f"loading {package} in a fresh process failed: Python's AOTInductor loader crashed (signal "
+                f"{-done.returncode}). torch 2.11's loader was seen crashing on CUDA packages on an H100 whose C++ "
+                "loader ran them; check the package with the C++ runtime (cfnsr_infer), or export --device cpu")
         if done.returncode != 0:
             raise ArtifactError(f"loading {package} in a fresh process failed (exit {done.returncode}): "
                                 f"{done.stderr.strip()[-2000:]}")

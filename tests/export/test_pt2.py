@@ -31,14 +31,16 @@ def test_pt2_refuses_cuda_without_gpu(trained_tiny, tmp_path):
         export(trained_tiny, ExportOptions("fp32", tmp_path / "m.pt2", fmt="pt2", device="cuda"), log=lambda *a: None)
 
 
-def test_pt2_export_gated_and_reported(tiny_pt2, trained_tiny):
+def test_pt2_export_gated_and_reported(tiny_pt2, fp32_onnx):
     assert tiny_pt2.passed and tiny_pt2.path.suffix == ".pt2"
-    report = json.loads(tiny_pt2.path.with_name("m.fp32.report.json").read_text())
+    assert fp32_onnx.path.with_suffix(".pt2") == tiny_pt2.path  # side by side: each keeps its own report
+    assert json.loads(fp32_onnx.path.with_name("m.fp32.report.json").read_text())["format"] == "onnx"
+    report = json.loads(tiny_pt2.path.with_name("m.fp32.pt2.report.json").read_text())
     assert report["format"] == "pt2" and report["device"] == "cpu" and report["max_batch"] == 8
     gate = report["gate"]
     assert gate["reference_accuracy"] is not None, "the gate ran on held-out clips, not random inputs"
     assert gate["agreement"] == 1.0 and gate["max_abs_logit"] <= 1e-4
-    assert "pt2" in tiny_pt2.path.with_name("m.fp32.report.md").read_text()
+    assert "pt2" in tiny_pt2.path.with_name("m.fp32.pt2.report.md").read_text()
     assert tiny_pt2.path.stat().st_mode & 0o044, "the package is readable by others, like any file open() writes"
 
 
@@ -74,3 +76,17 @@ def test_pt2_sniffed_as_zip(tmp_path):
     bad.write_bytes(b"\x08not a zip")
     with pytest.raises(ArtifactError, match="does not look like a .pt2"):
         load(bad)
+
+
+def test_run_isolated_matches_in_process(tiny_pt2, tiny_inputs):
+    """The fresh-process path the gate takes for CUDA packages gives the in-process logits."""
+    from cfnsr.engines import load
+    from cfnsr.errors import ArtifactError
+    from cfnsr.export.pt2 import run_isolated
+
+    video, audio = (t.numpy() for t in tiny_inputs)
+    with load(tiny_pt2.path) as aoti:
+        np.testing.assert_allclose(run_isolated(tiny_pt2.path, video, audio, batch=2), aoti(video, audio),
+                                   rtol=1e-6, atol=1e-5)
+    with pytest.raises(ArtifactError, match="fresh process failed"):
+        run_isolated(tiny_pt2.path.with_name("missing.pt2"), video, audio)
