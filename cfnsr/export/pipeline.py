@@ -9,6 +9,7 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -134,7 +135,7 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         from ..engines.runners import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(art_path, providers=["CPUExecutionProvider"])
-        gate = _gate(model, runner, fp32_path, cache, split, opts, log)
+        gate = _gate(model, _in_batches(runner), art_path, fp32_path, cache, split, opts, log)
         report["gate"] = gate.to_dict()
         final = out if gate.passed else failed_name(out)
         with atomic_path(final, force=True if not gate.passed else opts.force) as dst:
@@ -186,8 +187,13 @@ def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, 
         export_pt2(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
         model.to("cpu")
         # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
-        runner = _IsolatedAoti(art_path) if opts.device == "cuda" else AotiRunner(art_path)
-        gate = _gate(model, runner, None, cache, split, opts, log)
+        if opts.device == "cuda":
+            from .pt2 import run_isolated
+
+            infer = functools.partial(run_isolated, art_path)
+        else:
+            infer = _in_batches(AotiRunner(art_path))
+        gate = _gate(model, infer, art_path, None, cache, split, opts, log)
         report["gate"] = gate.to_dict()
         report["device"] = opts.device
         report["max_batch"] = opts.max_batch
@@ -199,20 +205,17 @@ def _export_pt2(model, out, preprocess, source_sha, cache, split, opts, report, 
     return ExportResult(final, gate.passed, report)
 
 
-class _IsolatedAoti:
-    """The gate's view of a package run by ``pt2.run_isolated``: all clips at once, in a child process."""
+def _in_batches(runner):
+    """All clips through ``runner``, batch by batch, the runner open only meanwhile."""
+    def infer(video, audio):
+        with runner:
+            return gate_mod.batched(runner, video, audio)
 
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
+    return infer
 
 
-def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
+def _gate(model, infer, art_path, fp32_path, cache, split, opts, log) -> gate_mod.GateResult:
+    """``infer(video, audio) -> logits`` of the artifact at ``art_path`` against the checkpoint's logits."""
     if cache is not None:
         video, audio, labels = gate_mod.held_out_arrays(cache, split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
@@ -224,18 +227,12 @@ def _gate(model, runner, fp32_path, cache, split, opts, log) -> gate_mod.GateRes
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
         ref = gate_mod.batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    if isinstance(runner, _IsolatedAoti):
-        from .pt2 import run_isolated
-
-        got = run_isolated(runner.path, video, audio)
-    else:
-        with runner:
-            got = gate_mod.batched(runner, video, audio)
+    got = infer(video, audio)
     result = gate_mod.compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8":
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]
-        result.divergence = gate_mod.first_divergence(str(fp32_path), str(runner.path), inputs)
+        result.divergence = gate_mod.first_divergence(str(fp32_path), str(art_path), inputs)
         result.suggestion = gate_mod.suggest_scope(opts.int8_scope)
     log(result.summary())
     return result
