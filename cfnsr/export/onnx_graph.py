@@ -67,12 +67,28 @@ def input_spec(model: onnx.ModelProto) -> list[dict]:
     return out
 
 
+def encode_metadata(entries: dict) -> dict[str, str]:
+    """``cfnsr.*`` string entries (values JSON-encoded unless already strings): ONNX metadata_props and pt2
+    package metadata carry the same ones."""
+    return {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in entries.items()}
+
+
+def decode_metadata(pairs) -> dict:
+    """The ``cfnsr.*`` entries of (key, value) string pairs, prefix dropped and JSON values decoded."""
+    out = {}
+    for key, value in pairs:
+        if key.startswith(META_PREFIX):
+            try:
+                out[key[len(META_PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key[len(META_PREFIX):]] = value
+    return out
+
+
 def set_metadata(model: onnx.ModelProto, **entries) -> None:
     """Write ``cfnsr.*`` metadata_props (values are JSON-encoded unless already strings)."""
     existing = {p.key: p for p in model.metadata_props}
-    for key, value in entries.items():
-        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        full = META_PREFIX + key
+    for full, text in encode_metadata(entries).items():
         if full in existing:
             existing[full].value = text
         else:
@@ -105,15 +121,7 @@ def read_metadata(path_or_model) -> dict:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:
             raise ArtifactError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e})") from e
-    out = {}
-    for p in model.metadata_props:
-        if p.key.startswith(META_PREFIX):
-            key = p.key[len(META_PREFIX):]
-            try:
-                out[key] = json.loads(p.value)
-            except json.JSONDecodeError:
-                out[key] = p.value
-    return out
+    return decode_metadata((p.key, p.value) for p in model.metadata_props)
 
 
 def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

@@ -11,7 +11,6 @@ The cfnsr metadata travels inside the package (``aot_inductor.metadata``) under 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ import torch
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path
 from ..model.network import CFNSR
-from .onnx_graph import META_PREFIX, OUTPUT_NAME
+from .onnx_graph import OUTPUT_NAME, decode_metadata, encode_metadata
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_MAX_BATCH = 64
@@ -63,8 +62,7 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
     video, audio = video.to(device), audio.to(device)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    meta = {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in
-            {**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__}.items()}
+    meta = encode_metadata({**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__})
     for name in ("torch._inductor", "torch.utils.cpp_extension"):  # the latter warns "No CUDA runtime" on CPUs
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="cfnsr-pt2-") as tmp:
@@ -82,15 +80,9 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
 
 def read_package_metadata(loaded) -> dict:
     """``cfnsr.*`` entries of a loaded package, JSON values decoded, plus torch's own ``AOTI_*`` entries."""
-    out = {}
-    for key, value in loaded.get_metadata().items():
-        if key.startswith(META_PREFIX):
-            try:
-                out[key[len(META_PREFIX):]] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key[len(META_PREFIX):]] = value
-        elif key.startswith("AOTI_"):
-            out.setdefault("aoti", {})[key] = value
+    entries = loaded.get_metadata()
+    out = decode_metadata(entries.items())
+    out["aoti"] = {k: v for k, v in entries.items() if k.startswith("AOTI_")}
     if "inputs" not in out:
         raise ArtifactError("the package carries no cfnsr metadata (was it written by `cfnsr export --format pt2`?)")
     return out
