@@ -1,6 +1,12 @@
 """Paper-size CFN-SR on this CPU: torch eager fp32 vs ONNX Runtime and OpenVINO, fp32 and int8 of every scope.
 
     python benchmarks/cpu_backends.py --threads 2 --iters 5 --out bench_out
+    python benchmarks/cpu_backends.py --scopes all --placements legacy,tensorrt --ov-precision default,f32
+
+``--placements``: ``tensorrt`` is cfnsr's int8 placement; ``legacy`` the ONNX Runtime defaults cfnsr used before
+(Q/DQ on layer outputs too; benchmarks/legacy_placement.py), for a before/after in one run. ``--ov-precision``:
+OpenVINO's INFERENCE_PRECISION_HINT for what is not int8 (``default`` lets OpenVINO choose: bf16 on CPUs with
+AVX512_BF16 or AMX, so its "fp32" row is then really bf16).
 
 Everything is measured in this one run: batch 1, the given threads for every backend, each latency printed as a
 ratio to torch eager fp32, with the top-1 agreement of each artifact with torch on held-out synthetic clips.
@@ -12,6 +18,7 @@ Writes bench.json, bench.md and bench.png under --out.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +36,14 @@ def main() -> None:
     p.add_argument("--calib-clips", type=int, default=8)
     p.add_argument("--agree-clips", type=int, default=6)
     p.add_argument("--scopes", default="all,no-stem,no-grouped,no-stem-grouped,audio-fusion")
+    p.add_argument("--placements", default="tensorrt")
+    p.add_argument("--ov-precision", default="default")
     p.add_argument("--out", default="bench_out")
     a = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from legacy_placement import legacy_quantize
 
-    from cfnsr.calibration import calibrate, select_clips, tensors_data
+    from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.features import to_model_inputs
     from cfnsr.data.spec import PreprocessSpec
@@ -65,20 +76,31 @@ def main() -> None:
     print(f"fp32 export {time.time() - t0:.0f} s")
     clips = select_clips(cache, [1], a.calib_clips)
     ranges, _ = calibrate(work / "fp32.onnx", "bench", cache, clips, "percentile", work / "calib", progress=True)
-    artifacts = [("torch eager fp32", ckpt, "torch"), ("onnxruntime fp32", work / "fp32.onnx", "onnxruntime"),
-                 ("openvino fp32", work / "fp32.onnx", "openvino")]
+    ov_hints = [None if h == "default" else h for h in a.ov_precision.split(",")]
+
+    def ov_rows(label, path):
+        return [(f"openvino {label}" + (f" [{h}]" if h else ""), path, "openvino", {"precision_hint": h})
+                for h in ov_hints]
+
+    artifacts = [("torch eager fp32", ckpt, "torch", {}), ("onnxruntime fp32", work / "fp32.onnx", "onnxruntime", {}),
+                 *ov_rows("fp32", work / "fp32.onnx")]
     for scope in a.scopes.split(","):
-        q = int8_mod.quantize(onnx.shape_inference.infer_shapes(graph), tensors_data(ranges), scope)
-        set_metadata(q, precision="int8")
-        path = work / f"int8.{scope}.onnx"
-        onnx.save(q, path)
-        artifacts += [(f"onnxruntime int8 {scope}", path, "onnxruntime"), (f"openvino int8 {scope}", path, "openvino")]
+        for placement in a.placements.split(","):
+            if placement == "legacy":
+                q = legacy_quantize(graph, ranges, scope)
+            else:
+                q, _ = int8_mod.quantize(graph, ranges, scope)
+            set_metadata(q, precision="int8")
+            path = work / f"int8.{scope}.{placement}.onnx"
+            onnx.save(q, path)
+            label = f"int8 {scope}" + (f" ({placement})" if len(a.placements.split(",")) > 1 else "")
+            artifacts += [(f"onnxruntime {label}", path, "onnxruntime", {}), *ov_rows(label, path)]
 
     held = [c for c in cache.clips if c["actor"] == 2][:: max(1, 60 // a.agree_clips)][: a.agree_clips]
     inputs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), spec) for c in held]
     rows, ref_pred = [], None
-    for label, path, backend in artifacts:
-        with load(path, backend, threads=a.threads) as r:
+    for label, path, backend, options in artifacts:
+        with load(path, backend, threads=a.threads, **options) as r:
             v, au = inputs[0][0][None], inputs[0][1][None]
             for _ in range(a.warmup):
                 r(v, au)
@@ -92,6 +114,8 @@ def main() -> None:
         row = {"artifact": label, "backend": backend, "mean_ms": float(np.mean(times)),
                "p50_ms": float(np.median(times)), "min_ms": float(np.min(times)),
                "agreement": float((pred == ref_pred).mean())}
+        if backend == "openvino":
+            row["openvino_inference_precision"] = r.inference_precision
         rows.append(row)
         print(f"{label:<34} {row['mean_ms']:9.1f} ms  agreement {100 * row['agreement']:.0f}%", flush=True)
     base = rows[0]["mean_ms"]

@@ -287,23 +287,28 @@ BACKEND_CHOICE = click.Choice(["torch", "onnxruntime", "openvino", "tensorrt", "
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
 @click.option("--batch", default="1,1,8", show_default=True, help="Optimisation profile of the batch axis: MIN,OPT,MAX.")
 @click.option("--workspace-mb", default=4096, show_default=True)
-@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, reused across builds.")
-@click.option("--version-compatible", is_flag=True, help="Engine runs on later TensorRT versions (lean runtime).")
+@click.option("--timing-cache", type=click.Path(file_okay=False),
+              help="Folder of timing caches, one per GPU and TensorRT version, reused across builds on that device.")
+@click.option("--version-compatible", is_flag=True,
+              help="Engine also runs on newer TensorRT versions of the same major version (not older ones).")
 @click.option("--hardware-compatible", is_flag=True, help="Engine runs on any Ampere or newer GPU.")
-@click.option("--dla-core", type=int, help="Build for this DLA core (Jetson AGX/NX Orin), GPU fallback on.")
+@click.option("--dla-core", type=int, help="Refused, with the reason: cfnsr's Q/DQ int8 graphs do not run on DLA.")
+@click.option("--layer-info", is_flag=True,
+              help="Detailed profiling verbosity, so the engine inspector reports each layer's precision and fusion.")
 @click.option("--force", is_flag=True)
 def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatible, hardware_compatible, dla_core,
-          force) -> None:
+          layer_info, force) -> None:
     """Build a TensorRT engine (strongly typed: the precision comes from the ONNX graph) on this GPU."""
-    from .engines.tensorrt import BuildOptions, build_engine
+    from .export.engine import BuildOptions, build_engine
 
     try:
         b = tuple(int(x) for x in batch.split(","))
-        assert len(b) == 3
-    except (ValueError, AssertionError):
-        raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch") from None
+    except ValueError:
+        b = ()
+    if len(b) != 3:
+        raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch")
     opts = BuildOptions(b, workspace_mb, Path(timing_cache) if timing_cache else None, version_compatible,
-                        hardware_compatible, dla_core)
+                        hardware_compatible, dla_core, layer_info)
     build_engine(onnx_path, output, opts, force=force, log=click.echo)
 
 

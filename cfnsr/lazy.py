@@ -10,7 +10,7 @@ from .errors import MissingDependencyError
 # module -> (pip extra, what it is for)
 EXTRAS = {
     "tensorrt": ("tensorrt", "building and running TensorRT engines"),
-    "cuda": ("tensorrt", "CUDA device buffers for TensorRT (cuda-python)"),
+    "polygraphy": ("tensorrt", "building and running TensorRT engines (Polygraphy)"),
     "openvino": ("openvino", "the OpenVINO CPU backend"),
     "onnxruntime": ("", "the ONNX Runtime backend (a core dependency)"),
     "matplotlib": ("", "PNG plots (a core dependency)"),

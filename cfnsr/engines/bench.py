@@ -44,7 +44,8 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     results = []
     reference_logits: dict[int, np.ndarray] = {}
     for e in entries:
-        options = {"threads": threads} if threads and (e.backend or "") != "tensorrt" and e.path.suffix != ".engine" else {}
+        is_trt = (e.backend or "") == "tensorrt" or e.path.suffix in (".engine", ".plan")
+        options = {"device_timing": True} if is_trt else ({"threads": threads} if threads else {})
         with load(e.path, e.backend, **options) as runner:
             for b in batches:
                 video, audio = _inputs(runner.input_spec, b)

@@ -128,7 +128,11 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         onnx.save(graph, str(art_path))
 
         ready = readiness.check(graph)
-        report["tensorrt_readiness"] = {"ok": ready.ok, "problems": ready.problems}
+        if calibration is not None:  # the placement knows why each layer stayed in high precision
+            ready.high_precision.update({k: v for k, v in calibration["high_precision_nodes"].items()
+                                         if k in ready.high_precision})
+        report["tensorrt_readiness"] = {"ok": ready.ok, "problems": ready.problems,
+                                        "high_precision_layers": ready.high_precision}
         if not ready.ok and opts.check_trt:
             raise CfnsrError(f"the exported graph is {ready} (pass --no-trt-check to write it anyway)")
 
@@ -144,7 +148,7 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     _write_report(final, report, gate)
     result = ExportResult(final, gate.passed, report)
     if gate.passed and "engine" in formats:
-        from ..engines.tensorrt import build_engine
+        from .engine import build_engine
 
         result.engine = build_engine(final, force=opts.force, log=log)
     elif gate.passed and opts.fmt == "auto":
@@ -166,12 +170,9 @@ def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
                                    out.parent / "calibration-cache", progress=opts.progress,
                                    entropy_bins=opts.entropy_bins)
     log("calibration cache " + ("reused: " if info["cache_hit"] else "written: ") + info["cache_file"])
-    quantized, skipped = int8_mod.quantizable_nodes(graph, opts.int8_scope)
-    graph = int8_mod.quantize(onnx.shape_inference.infer_shapes(graph), calib.tensors_data(ranges), opts.int8_scope)
-    if opts.high_precision == "fp16":
-        graph = fp16_mod.to_fp16(graph, extra_fp32_ops=["QuantizeLinear", "DequantizeLinear"])
-    info.update(scope=opts.int8_scope, high_precision=opts.high_precision, quantized_nodes=len(quantized),
-                high_precision_nodes=skipped)
+    graph, placement = int8_mod.quantize(graph, ranges, opts.int8_scope, high_precision=opts.high_precision)
+    info.update(scope=opts.int8_scope, high_precision=opts.high_precision, quantized_nodes=len(placement.quantize),
+                high_precision_nodes=placement.high_precision, residual_adds=placement.residual)
     return graph, info
 
 
@@ -261,6 +262,11 @@ def _write_report(artifact: Path, report: dict, gate: gate_mod.GateResult) -> No
         lines.append(f"- TensorRT readiness: {'ok' if report['tensorrt_readiness']['ok'] else 'PROBLEMS'}")
         for p in report["tensorrt_readiness"]["problems"]:
             lines.append(f"  - {p}")
+        kept = report["tensorrt_readiness"].get("high_precision_layers") or {}
+        if kept and report["precision"] == "int8":
+            lines.append(f"- layers left in high precision on purpose ({len(kept)}; TensorRT runs them unfused "
+                         "from int8):")
+            lines += [f"  - `{name}`: {why}" for name, why in kept.items()]
     if "calibration" in report:
         c = report["calibration"]
         lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "

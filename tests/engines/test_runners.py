@@ -200,14 +200,20 @@ def test_predict_errors_say_what_was_tried(tmp_path, fp32_onnx, video_without_au
 
 @pytest.mark.tensorrt
 def test_tensorrt_build_and_run_matches_torch(fp32_onnx, trained_tiny, reference, clips, tmp_path):
-    from cfnsr.engines.tensorrt import BuildOptions, build_engine
+    from cfnsr.export.engine import BuildOptions, build_engine
 
-    engine = build_engine(fp32_onnx.path, tmp_path / "m.engine", BuildOptions(batch=(1, 2, 4)), log=lambda *a: None)
+    engine = build_engine(fp32_onnx.path, tmp_path / "m.engine",
+                          BuildOptions(batch=(1, 2, 4), timing_cache_dir=tmp_path / "tc"), log=lambda *a: None)
     side = json.loads((tmp_path / "m.engine.json").read_text())
     assert side["precision"] == "fp32" and side["profile"]["batch"] == [1, 2, 4]
+    assert len(list((tmp_path / "tc").glob("timing-*.cache"))) == 1
     video, audio = clips
-    for graph in (False, True):
-        with load(engine, cuda_graph=graph) as r:
+    with load(engine) as r:  # plain: Polygraphy's TrtRunner
+        got = r(video, audio)
+        assert r.last_device_ms is None
+    assert np.abs(got - reference).max() < 1e-2
+    for graph in (False, True):  # own session: CUDA events on the runner's stream, optional graph replay
+        with load(engine, cuda_graph=graph, device_timing=True) as r:
             got = r(video, audio)
             assert r.last_device_ms is not None and r.last_device_ms > 0
         assert np.abs(got - reference).max() < 1e-2

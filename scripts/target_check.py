@@ -1,0 +1,124 @@
+"""The first thing to run on a Jetson or a desktop GPU, and the prepared script for a lent GPU.
+
+    bash scripts/target_check.sh [DEMO_DIR]        # results under $OUT (default target_out/)
+
+It runs the real CLI, step by step, and writes one report (target_check.json + target_check.md):
+1. ``cfnsr info`` (versions, GPU, diagnoses);
+2. the demo artifacts (``cfnsr demo DEMO_DIR``: synthetic RAVDESS, cfn-sr-tiny, fp32/fp16/int8 ONNX), unless
+   DEMO_DIR already has them;
+3. the static TensorRT checks of the fp16 and int8 files (readiness and fusion lint), which need no TensorRT;
+4. where ``tensorrt`` imports: ``cfnsr build --layer-info`` of the fp16 and int8 files, ``cfnsr validate`` of each
+   engine against the checkpoint, ``cfnsr bench`` of the checkpoint and the engines, and the engine inspector's
+   per-layer summary (how many Convs run as fused int8 kernels). Where it does not, one line says so and the ONNX
+   files are validated and benchmarked on ONNX Runtime instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    demo = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo_out")
+    out = Path(os.environ.get("OUT", "target_out"))
+    out.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "cfnsr"]
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "demo": str(demo), "steps": []}
+
+    def step(name, args, timeout=900):
+        t0 = time.time()
+        print(f"== {name}: {' '.join(str(a) for a in args)}", flush=True)
+        try:
+            p = subprocess.run([*cli, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=root)
+            rc, text = p.returncode, p.stdout + p.stderr
+        except subprocess.TimeoutExpired as e:
+            rc, text = 124, f"timed out after {timeout} s: {e}"
+        print(text[-3000:], flush=True)
+        report["steps"].append({"step": name, "rc": rc, "seconds": round(time.time() - t0, 1),
+                                "tail": text[-1500:]})
+        return rc
+
+    step("info", ["info", "--json"])
+    best = demo / "run" / "fold1" / "best.pt"
+    onnx = {p: demo / "run" / f"model.{p}.onnx" for p in ("fp16", "int8")}
+    if not (best.exists() and all(f.exists() for f in onnx.values())):
+        step("demo", ["demo", demo], timeout=1800)
+    sys.path.insert(0, str(root))
+    from cfnsr.export import readiness
+
+    import onnx as onnx_lib
+
+    report["static"] = {}
+    for p, f in onnx.items():
+        if f.exists():
+            r = readiness.check(onnx_lib.load(str(f)))
+            lint = readiness.fusion_lint(onnx_lib.load(str(f)))
+            report["static"][p] = {"ready": r.ok, "problems": r.problems, "fused_int8_layers": len(lint.fused_int8),
+                                   "high_precision_layers": len(lint.high_precision)}
+            print(f"{p}: TensorRT readiness {'ok' if r.ok else r.problems}; {len(lint.fused_int8)} quantized layers "
+                  "in fusable patterns", flush=True)
+
+    try:
+        import tensorrt
+
+        has_trt, why = True, f"TensorRT {tensorrt.__version__}"
+    except ImportError as e:
+        has_trt, why = False, str(e)
+    report["tensorrt"] = why if has_trt else None
+    cache = demo / "cache"
+    if has_trt:
+        engines = {}
+        for p, f in onnx.items():
+            eng = out / f"model.{p}.engine"
+            if step(f"build {p}", ["build", f, "-o", eng, "--batch", "1,4,16", "--layer-info", "--force",
+                                   "--timing-cache", out / "timing-caches"]) == 0:
+                engines[p] = eng
+        for p, eng in engines.items():
+            step(f"validate {p} engine", ["validate", eng, "--reference", best, "--data", cache,
+                                          "--json", out / f"validate.{p}.json"])
+        if engines:
+            step("bench engines", ["bench", *engines.values(), "--reference", best, "--batch", "1,8",
+                                   "--json", out / "bench.json"])
+        from cfnsr.export.engine import engine_layers, summarize_layers
+
+        report["layers"] = {}
+        for p, eng in engines.items():
+            info = engine_layers(eng)
+            (out / f"layers.{p}.json").write_text(json.dumps(info, indent=1))
+            report["layers"][p] = summarize_layers(info)
+            print(f"{p} engine: {report['layers'][p]}", flush=True)
+            subprocess.run(["polygraphy", "inspect", "model", str(eng), "--show", "layers"],
+                           stdout=open(out / f"polygraphy_layers.{p}.txt", "w"), stderr=subprocess.STDOUT)
+    else:
+        print(f"TensorRT is not importable here ({why}): no engines built; validating and benchmarking the ONNX "
+              "files on ONNX Runtime instead", flush=True)
+        for p, f in onnx.items():
+            step(f"validate {p} onnx", ["validate", f, "--reference", best, "--data", cache, "--clips", "60",
+                                        "--json", out / f"validate.{p}.json"])
+        step("bench onnx", ["bench", *onnx.values(), "--reference", best, "--batch", "1", "--iters", "5",
+                            "--json", out / "bench.json"])
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    (out / "target_check.json").write_text(json.dumps(report, indent=1))
+    lines = [f"# Target check ({report['started']})", "", f"- TensorRT: {report['tensorrt'] or 'not importable'}",
+             "", "| step | exit | seconds |", "|---|---|---|"]
+    lines += [f"| {s['step']} | {s['rc']} | {s['seconds']} |" for s in report["steps"]]
+    for p, s in report.get("static", {}).items():
+        lines.append(f"\n- {p} ONNX: TensorRT-ready {s['ready']}, {s['fused_int8_layers']} quantized layers in fusable "
+                     f"patterns, {s['high_precision_layers']} layers in high precision")
+    for p, s in report.get("layers", {}).items():
+        lines.append(f"- {p} engine: {s['int8_convolutions']} of {s['convolutions']} convolutions in int8, "
+                     f"{s['fused_int8_convolutions']} of them fused; {s['reformat_layers']} reformat layers")
+    (out / "target_check.md").write_text("\n".join(lines) + "\n")
+    failed = [s["step"] for s in report["steps"] if s["rc"] != 0]
+    print(f"\nreport: {out / 'target_check.md'}" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
