@@ -34,20 +34,28 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def info(as_json: bool) -> None:
     """Versions, the GPU, and which inference backends are usable here (and why not)."""
-    from .sysinfo import as_dicts, machine, probe_backends
+    from .sysinfo import as_dicts, diagnose, jetson_warnings, machine, probe_backends, target_facts
 
     backends = probe_backends()
-    if as_json:
-        click.echo(json.dumps({"cfnsr": __version__, "machine": machine(), "backends": as_dicts(backends)}, indent=2))
-        return
     m = machine()
+    problems = diagnose(target_facts()) + jetson_warnings(m)
+    if as_json:
+        click.echo(json.dumps({"cfnsr": __version__, "machine": m, "backends": as_dicts(backends),
+                               "diagnoses": problems}, indent=2))
+        return
     click.echo(f"cfnsr {__version__}  python {m['python']}  {m['machine']}  {m['processor']} ({m['cpu_count']} CPUs)")
     if "gpu" in m:
         click.echo(f"GPU: {m['gpu']} (CUDA {m['cuda']})")
+    if "jetson" in m:
+        j = m["jetson"]
+        click.echo(f"Jetson: {j['model']}, L4T {j.get('l4t', '?')} (JetPack {j.get('jetpack', '?')}), power mode "
+                   f"{j.get('power_mode', '?')}, clocks {'locked' if j.get('clocks_locked') else 'not locked'}")
     click.echo("backends:")
     for b in backends:
         mark = click.style("yes", fg="green") if b.usable else click.style("no ", fg="yellow")
         click.echo(f"  {b.name:<12} {mark}  {b.detail}")
+    for line in problems:
+        click.echo(click.style("problem: ", fg="red") + line)
 
 
 # -------------------------------------------------------------------------------------------------- summary
@@ -280,6 +288,9 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
 # ------------------------------------------------------------------------------------------------ runtime
 # engines.BACKENDS, spelled here so that `cfnsr --help` imports no backend code (tests check they agree)
 BACKEND_CHOICE = click.Choice(["torch", "onnxruntime", "openvino", "tensorrt", "aoti"])
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True,
+    help="Where the torch reference and ONNX Runtime run: auto = the GPU when torch / onnxruntime-gpu see one.")
 
 
 @main.command()
@@ -323,8 +334,9 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--max-accuracy-drop", type=float)
 @click.option("--max-abs-logit", type=float)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON here.")
+@DEVICE_OPTION
 def validate(artifact, reference, data, backend, clips, precision, min_agreement, max_accuracy_drop, max_abs_logit,
-             json_path) -> None:
+             json_path, device) -> None:
     """Check that an artifact agrees with its PyTorch checkpoint on held-out clips; exits 3 when the gate fails."""
     from .engines.validate import validate as run
     from .errors import GateFailed
@@ -332,7 +344,7 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
 
     th = {k: v for k, v in (("min_agreement", min_agreement), ("max_accuracy_drop_points", max_accuracy_drop),
                             ("max_abs_logit", max_abs_logit)) if v is not None}
-    result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo)
+    result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo, device=device)
     if json_path:
         write_json(json_path, result.to_dict())
     if not result.passed:
@@ -351,13 +363,14 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
 @click.option("--iters", default=20, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
               help="JSON report; the Markdown and PNG are written beside it.")
-def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_path) -> None:
+@DEVICE_OPTION
+def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_path, device) -> None:
     """Latency and throughput of one or more artifacts, with ratios against the first (JSON, Markdown, PNG)."""
     from .engines.bench import bench as run, parse_entries, write_reports
 
     entries = parse_entries(list(artifacts), list(backends), reference)
     batches = tuple(int(b) for b in batch.split(","))
-    report = run(entries, batches, warmup, iters, threads, log=click.echo)
+    report = run(entries, batches, warmup, iters, threads, log=click.echo, device=device)
     paths = write_reports(report, json_path)
     for r in report["results"]:
         click.echo(f"  {r['label']:<32} batch {r['batch']:>3}  x{r['speedup_vs_first']:.2f} vs {report['baseline']}")
@@ -374,11 +387,12 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 @click.option("--save-inputs", type=click.Path(file_okay=False),
               help="Also write the preprocessed inputs here as video.npy and audio.npy (for the C++ runtime).")
 @click.option("--json", "as_json", is_flag=True)
-def predict(video, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json) -> None:
+@DEVICE_OPTION
+def predict(video, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, device) -> None:
     """The emotion of one clip, with the eight probabilities."""
     from .engines.predict import predict as run
 
-    r = run(video, model_path, backend, landmarks, allow_center_crop, save_inputs)
+    r = run(video, model_path, backend, landmarks, allow_center_crop, save_inputs, device=device)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return

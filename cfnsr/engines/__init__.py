@@ -33,6 +33,48 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (the one probe of it the runtimes share)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def device_options(path: str | Path, backend: str | None, device: str | None) -> dict:
+    """Runner options that put ``backend`` (or the file's default backend) on ``device`` (cpu, cuda, auto).
+
+    torch runs where asked; ONNX Runtime uses its CUDA provider (onnxruntime-gpu) for cuda; OpenVINO runs on the
+    CPU and TensorRT on the GPU only, so asking otherwise is an error, never silently changed.
+    """
+    if device is None:
+        return {}
+    if device not in DEVICES:
+        raise CfnsrError(f"unknown --device {device!r}; choose one of {', '.join(DEVICES)}")
+    suffix = Path(path).suffix.lower()
+    backend = backend or _BY_SUFFIX.get(suffix, ("",))[0]
+    if backend == "torch":
+        return {"device": ("cuda" if cuda_available() else "cpu") if device == "auto" else device}
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if device == "cuda" and not has_cuda:
+            raise CfnsrError("--device cuda: this ONNX Runtime has no CUDAExecutionProvider; install onnxruntime-gpu "
+                             "(see the README's GPU install) or use --device cpu")
+        use_cuda = device == "cuda" or (device == "auto" and has_cuda)
+        return {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]}
+    if backend == "openvino" and device == "cuda":
+        raise CfnsrError("--device cuda: the OpenVINO backend runs on the CPU here; use onnxruntime or tensorrt")
+    if backend == "tensorrt" and device == "cpu":
+        raise CfnsrError("--device cpu: TensorRT engines run on NVIDIA GPUs only")
+    return {}
+
+
 def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     """The runner for ``path``: by its suffix, or ``backend`` when given. Not yet activated (use ``with``)."""
     from .runners import AotiRunner, OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
@@ -66,4 +108,4 @@ def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     return TensorRTRunner(path, **options)
 
 
-__all__ = ["BACKENDS", "InputError", "Runner", "TensorSpec", "load"]
+__all__ = ["BACKENDS", "DEVICES", "InputError", "Runner", "TensorSpec", "cuda_available", "device_options", "load"]

@@ -38,6 +38,7 @@ class Runner:
         self.metadata: dict = {}
         self.input_spec: tuple[TensorSpec, TensorSpec] | None = None
         self.last_device_ms: float | None = None  # GPU time of the last call, where the backend measures it
+        self.device = "cpu"  # where the model runs once active: "cpu" or "cuda"
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def activate(self) -> "Runner":

@@ -17,7 +17,7 @@ from ..errors import CfnsrError
 from ..fileio import write_json, write_text
 from ..reports import markdown_table, plot_bars
 from ..sysinfo import machine
-from . import load
+from . import device_options, load
 
 
 @dataclass
@@ -40,12 +40,19 @@ def _inputs(spec, batch: int, seed: int = 0):
 
 
 def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, threads: int | None = None,
-          log=print) -> dict:
+          log=print, device: str | None = None) -> dict:
+    """``device`` (cpu, cuda, auto) places every entry whose backend can run there (see ``device_options``)."""
+    from ..sysinfo import jetson_warnings
+
+    host = machine()
+    for w in jetson_warnings(host):
+        log("warning: " + w)
     results = []
     reference_logits: dict[int, np.ndarray] = {}
     for e in entries:
         is_trt = (e.backend or "") == "tensorrt" or e.path.suffix in (".engine", ".plan")
         options = {"device_timing": True} if is_trt else ({"threads": threads} if threads else {})
+        options.update(device_options(e.path, e.backend, device))
         with load(e.path, e.backend, **options) as runner:
             for b in batches:
                 video, audio = _inputs(runner.input_spec, b)
@@ -58,7 +65,7 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
                     wall.append((time.perf_counter() - t0) * 1e3)
                     if runner.last_device_ms is not None:
                         device.append(runner.last_device_ms)
-                row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend,
+                row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend, "device": runner.device,
                        "precision": runner.metadata.get("precision"), "batch": b, **stats(wall)}
                 row["throughput_clips_s"] = b * 1e3 / row["mean_ms"]
                 if device:
@@ -73,8 +80,14 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     for row in results:
         base = next(r for r in results if r["batch"] == row["batch"])
         row["speedup_vs_first"] = base["mean_ms"] / row["mean_ms"]
-    return {"machine": machine(), "threads": threads, "warmup": warmup, "iters": iters, "batches": list(batches),
-            "baseline": entries[0].label, "results": results}
+    devices = sorted({r["device"] for r in results})
+    note = None
+    if len(devices) > 1:
+        note = (f"rows run on different devices ({' and '.join(devices)}): the ratios compare a GPU with a CPU, "
+                "not two runtimes on one device (pass --device cuda to put the reference on the GPU too)")
+        log("note: " + note)
+    return {"machine": host, "warnings": jetson_warnings(host), "threads": threads, "warmup": warmup, "iters": iters, "batches": list(batches),
+            "baseline": entries[0].label, "devices": devices, "mixed_devices_note": note, "results": results}
 
 
 def markdown(report: dict) -> str:
@@ -82,7 +95,11 @@ def markdown(report: dict) -> str:
     head = ["# cfnsr bench", "", f"Machine: {m['processor']} ({m['cpu_count']} CPUs), {m['platform']}"
             + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; threads {report['threads'] or 'default'}; "
             f"{report['warmup']} warm-up + {report['iters']} timed runs; ratios against {report['baseline']!r}.", ""]
-    rows = [[r["label"], r["backend"], r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+    for w in report.get("warnings") or []:
+        head += [f"**Warning: {w}.**", ""]
+    if report.get("mixed_devices_note"):
+        head += [f"**Note: {report['mixed_devices_note']}.**", ""]
+    rows = [[r["label"], f"{r['backend']} ({r.get('device', 'cpu')})", r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
              r["min_ms"], r["throughput_clips_s"], f"x{r['speedup_vs_first']:.2f}",
              r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
     return "\n".join(head) + markdown_table(

@@ -10,7 +10,7 @@ from ..data.features import extract_clip, to_model_inputs
 from ..data.ravdess import find_landmarks, parse_name
 from ..data.spec import PreprocessSpec
 from ..errors import ArtifactError, DataError
-from . import load
+from . import device_options, load
 
 
 def _landmarks_for(video: Path, landmarks: str | Path | None) -> Path | None:
@@ -32,11 +32,11 @@ def _save_inputs(folder: Path, video: np.ndarray, audio: np.ndarray) -> None:
 
 
 def predict(video: str | Path, model: str | Path, backend: str | None = None, landmarks: str | Path | None = None,
-            allow_center_crop: bool = False, save_inputs: str | Path | None = None) -> dict:
+            allow_center_crop: bool = False, save_inputs: str | Path | None = None, device: str | None = None) -> dict:
     """The emotion of one clip. ``save_inputs``: a folder where the preprocessed model inputs are also written as
     ``video.npy`` and ``audio.npy`` (float32, batch 1), the buffers the C++ runtime takes."""
     video = Path(video)
-    with load(model, backend) as runner:
+    with load(model, backend, **device_options(model, backend, device)) as runner:
         if not runner.preprocess:
             raise ArtifactError(f"{model} records no preprocessing spec (cfnsr.preprocess); re-export it with cfnsr")
         spec = PreprocessSpec.from_dict(runner.preprocess)
@@ -55,7 +55,8 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
     p = np.exp(logits - logits.max())
     p /= p.sum()
     best = int(p.argmax())
-    return {"video": str(video), "model": str(model), "backend": runner.backend, "emotion": labels[best],
+    return {"video": str(video), "model": str(model), "backend": runner.backend, "device": runner.device,
+            "emotion": labels[best],
             "label_id": best, "probabilities": {l: float(x) for l, x in zip(labels, p)},
             "crop": feats.crop_method, "audio_padded": feats.audio_padded,
             **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}

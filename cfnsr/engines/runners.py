@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, CfnsrError
 from ..lazy import require
 from .base import InputError, Runner, TensorSpec, spec_from_metadata
 
@@ -26,6 +26,9 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise CfnsrError(f"--device {self.device}: torch {torch.__version__} sees no CUDA GPU "
+                             f"({'a CPU-only build' if torch.version.cuda is None else 'no device visible'})")
         ckpt = load_checkpoint(self.path)
         self.model = model_from_checkpoint(ckpt, str(self.path)).to(self.device)
         cfg = self.model.config
@@ -38,9 +41,18 @@ class TorchRunner(Runner):
         import torch
 
         with torch.no_grad():
-            v = torch.as_tensor(video, device=self.device)
-            a = torch.as_tensor(audio, device=self.device)
-            return self.model(v, a).float().cpu().numpy()
+            if self.device == "cpu":
+                return self.model(torch.as_tensor(video), torch.as_tensor(audio)).float().numpy()
+            # Pinned host buffers, asynchronous copies, and the GPU time of the forward pass from CUDA events.
+            v = torch.as_tensor(video).pin_memory().to(self.device, non_blocking=True)
+            a = torch.as_tensor(audio).pin_memory().to(self.device, non_blocking=True)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            logits = self.model(v, a)
+            end.record()
+            end.synchronize()
+            self.last_device_ms = float(start.elapsed_time(end))
+            return logits.float().cpu().numpy()
 
     def _deactivate(self) -> None:
         del self.model
@@ -79,6 +91,8 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers, disabled_optimizers=disabled)
         except Exception as e:
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+        self.device = "cuda" if self.session.get_providers()[0] in ("CUDAExecutionProvider",
+                                                                     "TensorrtExecutionProvider") else "cpu"
         if "inputs" in self.metadata:
             self.input_spec = spec_from_metadata(self.metadata["inputs"])
         else:

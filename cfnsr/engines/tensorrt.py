@@ -131,6 +131,7 @@ class TensorRTRunner(Runner):
     def __init__(self, path, cuda_graph: bool = False, device_timing: bool = False):
         super().__init__(path)
         self.cuda_graph, self.device_timing = cuda_graph, device_timing or cuda_graph
+        self.device = "cuda"
 
     def _activate(self) -> None:
         trt_mod = require("polygraphy.backend.trt", "tensorrt", "running TensorRT engines (Polygraphy)")

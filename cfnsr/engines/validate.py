@@ -10,17 +10,19 @@ from ..errors import ArtifactError
 from ..export import gate as gate_mod
 from ..fileio import sha256_file
 from ..model.checkpoint import load_checkpoint
-from . import load
+from . import device_options, load
 
 
 def validate(artifact: str | Path, reference: str | Path, data: str | Path, backend: str | None = None,
              clips: int | None = None, thresholds: dict | None = None, precision: str | None = None,
-             log=print) -> gate_mod.GateResult:
+             log=print, device: str | None = None) -> gate_mod.GateResult:
+    """``device`` (cpu, cuda, auto) places both the artifact's backend and the torch reference."""
     artifact, reference = Path(artifact), Path(reference)
     cache = FeatureCache.open(data)
     ckpt = load_checkpoint(reference)
     split = Split.from_dict(ckpt["split"]) if ckpt.get("split") else None
-    with load(artifact, backend) as runner, load(reference) as ref:
+    with load(artifact, backend, **device_options(artifact, backend, device)) as runner, \
+            load(reference, "torch", **device_options(reference, "torch", device)) as ref:
         source = runner.metadata.get("source_sha256")
         if source and source != sha256_file(reference):
             raise ArtifactError(f"{artifact} was exported from another checkpoint than {reference} "
@@ -34,5 +36,5 @@ def validate(artifact: str | Path, reference: str | Path, data: str | Path, back
         if got.shape[1:] != expected[1:]:
             raise ArtifactError(f"{artifact} returns logits of shape {got.shape[1:]}, expected {expected[1:]}")
     result = gate_mod.compare(got_ref, got, labels, precision, thresholds)
-    log(f"{runner.backend}: " + result.summary())
+    log(f"{runner.backend} on {runner.device} vs torch on {ref.device}: " + result.summary())
     return result

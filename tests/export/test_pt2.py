@@ -87,6 +87,6 @@ def test_run_isolated_matches_in_process(tiny_pt2, tiny_inputs):
     video, audio = (t.numpy() for t in tiny_inputs)
     with load(tiny_pt2.path) as aoti:
         np.testing.assert_allclose(run_isolated(tiny_pt2.path, video, audio, batch=2), aoti(video, audio),
-                                   rtol=1e-6, atol=1e-5)
+                                   rtol=1e-5, atol=1e-4)
     with pytest.raises(ArtifactError, match="fresh process failed"):
         run_isolated(tiny_pt2.path.with_name("missing.pt2"), video, audio)
