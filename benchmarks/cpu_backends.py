@@ -5,8 +5,8 @@
 
 ``--placements``: ``tensorrt`` is cfnsr's int8 placement; ``legacy`` the ONNX Runtime defaults cfnsr used before
 (Q/DQ on layer outputs too; benchmarks/legacy_placement.py), for a before/after in one run. ``--ov-precision``:
-OpenVINO's INFERENCE_PRECISION_HINT for what is not int8 (``default`` lets OpenVINO choose: bf16 on CPUs with
-AVX512_BF16 or AMX, so its "fp32" row is then really bf16).
+OpenVINO's INFERENCE_PRECISION_HINT for what is not int8 (cfnsr's runner pins ``f32``; ``default`` lets OpenVINO
+choose: bf16 on CPUs with AVX512_BF16 or AMX, so its "fp32" row is then really bf16).
 
 Everything is measured in this one run: batch 1, the given threads for every backend, each latency printed as a
 ratio to torch eager fp32, with the top-1 agreement of each artifact with torch on held-out synthetic clips.
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--agree-clips", type=int, default=6)
     p.add_argument("--scopes", default="all,no-stem,no-grouped,no-stem-grouped,audio-fusion")
     p.add_argument("--placements", default="tensorrt")
-    p.add_argument("--ov-precision", default="default")
+    p.add_argument("--ov-precision", default="f32")
     p.add_argument("--out", default="bench_out")
     a = p.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
@@ -76,11 +76,11 @@ def main() -> None:
     print(f"fp32 export {time.time() - t0:.0f} s")
     clips = select_clips(cache, [1], a.calib_clips)
     ranges, _ = calibrate(work / "fp32.onnx", "bench", cache, clips, "percentile", work / "calib", progress=True)
-    ov_hints = [None if h == "default" else h for h in a.ov_precision.split(",")]
+    ov_hints = a.ov_precision.split(",")
 
     def ov_rows(label, path):
-        return [(f"openvino {label}" + (f" [{h}]" if h else ""), path, "openvino", {"precision_hint": h})
-                for h in ov_hints]
+        return [(f"openvino {label}" + (f" [{h}]" if len(ov_hints) > 1 else ""), path, "openvino",
+                 {"precision_hint": h}) for h in ov_hints]
 
     artifacts = [("torch eager fp32", ckpt, "torch", {}), ("onnxruntime fp32", work / "fp32.onnx", "onnxruntime", {}),
                  *ov_rows("fp32", work / "fp32.onnx")]

@@ -12,7 +12,8 @@ EXTRAS = {
     "tensorrt": ("tensorrt", "building and running TensorRT engines"),
     "polygraphy": ("tensorrt", "building and running TensorRT engines (Polygraphy)"),
     "openvino": ("openvino", "the OpenVINO CPU backend"),
-    "onnxruntime": ("", "the ONNX Runtime backend (a core dependency)"),
+    "onnxruntime": ("cpu", "ONNX Runtime (export, calibration and the onnxruntime backend; cfnsr[gpu] installs "
+                            "onnxruntime-gpu instead)"),
     "matplotlib": ("", "PNG plots (a core dependency)"),
 }
 

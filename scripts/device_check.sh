@@ -32,6 +32,27 @@ PY=${PYTHON:-python3}
   else
     echo "C++ build failed:"; tail -30 /tmp/cfnsr-cmake.log
   fi
+  echo "== the real CLI on the GPU: synthetic data, train cfn-sr-tiny 2 epochs, export fp32 + CUDA pt2, bench --device cuda"
+  # The GPU image lacks librosa and PyAV: carry them as wheels in .whl/ (see the device README's recipe:
+  # pip download --only-binary=:all: --python-version 3.12 ... librosa av soxr soundfile audioread pooch
+  # lazy-loader msgpack), named in `carry`.
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
+  fi
+  if $PY -c "import librosa, av, click" 2>/dev/null; then
+    W=/tmp/cfnsr-cli; rm -rf $W; mkdir -p $W
+    CLI="$PY -m cfnsr"
+    timeout 60 $CLI synth-ravdess $W/raw --actors 4 \
+      && timeout 90 $CLI preprocess $W/raw -o $W/cache --config cfn-sr-tiny --workers 8 \
+      && timeout 120 $CLI train $W/cache --config cfn-sr-tiny -o $W/run --folds 4 --epochs 2 --device cuda --workers 4 \
+      && timeout 60 $CLI export $W/run/fold1/best.pt --precision fp32 --format onnx --calib-data $W/cache \
+      && timeout 150 $CLI export $W/run/fold1/best.pt --precision fp32 --format pt2 --device cuda --calib-data $W/cache \
+      && timeout 90 $CLI bench $W/run/fold1/best.fp32.pt2 $W/run/fold1/best.fp32.onnx --reference $W/run/fold1/best.pt \
+           --device cuda --batch 1,8 --json "$OUT/cli_bench.json" \
+      || echo "the CLI chain stopped (exit $?)"
+  else
+    echo "librosa/PyAV are not importable here and no .whl/ was carried: the CLI chain is skipped"
+  fi
   echo "== inference latency, paper configuration (eager fp32 vs autocast vs CUDA graph)"
   timeout 110 $PY benchmarks/gpu_infer.py --config cfn-sr --json "$OUT/gpu_infer.json"
   echo "== training throughput, paper configuration (fp32 vs mixed precision)"

@@ -5,7 +5,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# A Jetson (or any machine whose Python already has a CUDA torch) keeps its own torch and TensorRT: the venv sees
+# them (--system-site-packages), no torch is installed, and JetPack's constraints keep numpy and TensorRT in range.
+# PyPI's aarch64 torch is a server-ARM CUDA 13 build that gives no working GPU on a Jetson.
+extras=dev; constraint=(); torch_req=("torch==${CFNSR_TORCH_VERSION:-2.14.1}"); venv_flags=()
+if [ -f /etc/nv_tegra_release ]; then
+  l4t=$(sed -n 's/^# R\([0-9]*\).*/\1/p' /etc/nv_tegra_release)
+  case "$l4t" in
+    36) constraint=(-c constraints/jetpack6.txt) ;;
+    38) constraint=(-c constraints/jetpack7.txt) ;;
+    *) echo "setup: L4T R$l4t is neither JetPack 6 (R36) nor 7 (R38); no constraints applied" >&2 ;;
+  esac
+  extras=dev,jetson; torch_req=(); venv_flags=(--system-site-packages)
+  "$PY" -c "import torch" 2>/dev/null || echo "setup: install NVIDIA's torch for this JetPack first (not PyPI's)" >&2
+elif "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+  echo "setup: $PY already has a CUDA torch: keeping it (venv with --system-site-packages, no torch installed)"
+  torch_req=(); venv_flags=(--system-site-packages)
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv "${venv_flags[@]}" .venv
 # The C++ runtime's build tools (cpp/): cmake, a C/C++ compiler and nlohmann-json's headers, from apt where
 # missing. Without root or apt they are only reported: the C++ tests then skip (or fail under CFNSR_REQUIRE_CPP=1).
 need=()
@@ -24,5 +41,5 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==${CFNSR_TORCH_VERSION:-2.14.1}" -e '.[dev]'
+.venv/bin/python -m pip install -q "${constraint[@]}" "${torch_req[@]}" -e ".[$extras]"
 .venv/bin/cfnsr --version

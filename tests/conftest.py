@@ -8,6 +8,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run tests marked slow (paper-size model)")
+    parser.addoption("--registry", action="store_true",
+                     help="also run tests marked registry (pip resolves each target platform against the registry)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,6 +24,8 @@ def pytest_collection_modifyitems(config, items):
         pass
     has_trt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
+        if "registry" in item.keywords and not config.getoption("--registry"):
+            item.add_marker(pytest.mark.skip(reason="asks the package registry: run with --registry"))
         if "slow" in item.keywords and not config.getoption("--slow"):
             item.add_marker(pytest.mark.skip(reason="paper-size model: run with --slow"))
         if "gpu" in item.keywords and not has_cuda:

@@ -60,8 +60,9 @@ def device_options(path: str | Path, backend: str | None, device: str | None) ->
     if backend == "torch":
         return {"device": ("cuda" if cuda_available() else "cpu") if device == "auto" else device}
     if backend == "onnxruntime":
-        import onnxruntime as ort
+        from ..lazy import require
 
+        ort = require("onnxruntime")
         has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if device == "cuda" and not has_cuda:
             raise CfnsrError("--device cuda: this ONNX Runtime has no CUDAExecutionProvider; install onnxruntime-gpu "

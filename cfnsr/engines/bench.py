@@ -58,18 +58,18 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
                 video, audio = _inputs(runner.input_spec, b)
                 for _ in range(warmup):
                     runner(video, audio)
-                wall, device = [], []
+                wall, gpu_ms = [], []
                 for _ in range(iters):
                     t0 = time.perf_counter()
                     logits = runner(video, audio)
                     wall.append((time.perf_counter() - t0) * 1e3)
                     if runner.last_device_ms is not None:
-                        device.append(runner.last_device_ms)
-                row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend, "device": runner.device,
+                        gpu_ms.append(runner.last_device_ms)
+                row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend, "runs_on": runner.device,
                        "precision": runner.metadata.get("precision"), "batch": b, **stats(wall)}
                 row["throughput_clips_s"] = b * 1e3 / row["mean_ms"]
-                if device:
-                    row["device"] = stats(device)
+                if gpu_ms:
+                    row["device"] = stats(gpu_ms)
                 if b in reference_logits:
                     row["agreement_vs_first"] = float((logits.argmax(1) == reference_logits[b].argmax(1)).mean())
                 else:
@@ -80,7 +80,7 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     for row in results:
         base = next(r for r in results if r["batch"] == row["batch"])
         row["speedup_vs_first"] = base["mean_ms"] / row["mean_ms"]
-    devices = sorted({r["device"] for r in results})
+    devices = sorted({r["runs_on"] for r in results})
     note = None
     if len(devices) > 1:
         note = (f"rows run on different devices ({' and '.join(devices)}): the ratios compare a GPU with a CPU, "
@@ -99,7 +99,7 @@ def markdown(report: dict) -> str:
         head += [f"**Warning: {w}.**", ""]
     if report.get("mixed_devices_note"):
         head += [f"**Note: {report['mixed_devices_note']}.**", ""]
-    rows = [[r["label"], f"{r['backend']} ({r.get('device', 'cpu')})", r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+    rows = [[r["label"], f"{r['backend']} ({r.get('runs_on', 'cpu')})", r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
              r["min_ms"], r["throughput_clips_s"], f"x{r['speedup_vs_first']:.2f}",
              r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
     return "\n".join(head) + markdown_table(

@@ -111,9 +111,10 @@ class OpenVinoRunner(Runner):
 
     backend = "openvino"
 
-    def __init__(self, path, device: str = "CPU", threads: int | None = None, precision_hint: str | None = None):
-        """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT for what is not int8 ("f32", "bf16", "f16").
-        Left unset, OpenVINO picks bf16 on CPUs with AVX512_BF16/AMX, so an "fp32" row there is really bf16."""
+    def __init__(self, path, device: str = "CPU", threads: int | None = None, precision_hint: str = "f32"):
+        """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT for what is not int8. "f32" by default, because
+        the precision is decided in the graph (an fp32 file means fp32, fp16 and Q/DQ nodes say the rest);
+        "default" leaves OpenVINO's own choice, which is bf16 on CPUs with AVX512_BF16 or AMX."""
         super().__init__(path)
         self.device, self.threads, self.precision_hint = device, threads, precision_hint
 
@@ -126,7 +127,7 @@ class OpenVinoRunner(Runner):
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        if self.precision_hint:
+        if self.precision_hint and self.precision_hint != "default":
             config["INFERENCE_PRECISION_HINT"] = self.precision_hint
         try:
             model = core.read_model(str(self.path))

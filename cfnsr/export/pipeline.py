@@ -23,6 +23,7 @@ from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..errors import CfnsrError, DataError
 from ..fileio import atomic_path, check_writable, sha256_file, write_json, write_text
+from ..lazy import require
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from . import fp16 as fp16_mod
 from . import gate as gate_mod
@@ -74,6 +75,8 @@ def failed_name(path: Path) -> Path:
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
     checkpoint = Path(checkpoint)
     formats = resolve(opts.fmt, opts.precision)
+    if formats != ["pt2"]:
+        require("onnxruntime", purpose="exporting ONNX (fp16 conversion, int8 quantization and the accuracy gate)")
     if opts.precision != "int8" and (opts.int8_scope != "all" or opts.high_precision != "fp32"):
         raise CfnsrError("--int8-scope and --high-precision apply to --precision int8 only")
     if opts.high_precision not in ("fp32", "fp16"):

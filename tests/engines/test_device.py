@@ -42,7 +42,7 @@ def test_bench_records_the_device_of_each_row(fp32_onnx, trained_tiny, tmp_path)
                                     "--warmup", "1", "--iters", "2", "--json", str(out)])
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
-    assert [r["device"] for r in report["results"]] == ["cpu", "cpu"] and report["mixed_devices_note"] is None
+    assert [r["runs_on"] for r in report["results"]] == ["cpu", "cpu"] and report["mixed_devices_note"] is None
     assert "onnxruntime (cpu)" in out.with_suffix(".md").read_text()
 
 
@@ -72,3 +72,16 @@ def test_mixed_devices_are_said_in_the_report_header(monkeypatch, tmp_path):
     report = bench_mod.bench(entries, (1,), warmup=0, iters=2, log=lambda *a: None)
     assert report["devices"] == ["cpu", "cuda"] and "compare a GPU with a CPU" in report["mixed_devices_note"]
     assert "**Note: rows run on different devices (cpu and cuda)" in bench_mod.markdown(report)
+
+
+def test_validate_and_predict_take_device(fp32_onnx, trained_tiny, tiny_cache, synth_raw):
+    res = CliRunner().invoke(main, ["validate", str(fp32_onnx.path), "--reference", str(trained_tiny), "--data",
+                                    str(tiny_cache.root), "--clips", "8", "--device", "cpu"])
+    assert res.exit_code == 0 and "onnxruntime on cpu vs torch on cpu" in res.output, res.output
+    clip = synth_raw / "Actor_01" / "01-01-05-02-01-01-01.mp4"
+    res = CliRunner().invoke(main, ["predict", str(clip), "--model", str(fp32_onnx.path), "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["device"] == "cpu"
+    res = CliRunner().invoke(main, ["predict", str(clip), "--model", str(fp32_onnx.path), "--backend", "openvino",
+                                    "--device", "cuda"])
+    assert res.exit_code != 0 and "OpenVINO backend runs on the CPU" in res.output
