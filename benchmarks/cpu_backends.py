@@ -126,7 +126,8 @@ def main() -> None:
               "results": rows}
     write_json(out / "bench.json", report)
     table = markdown_table(["artifact", "mean ms", "p50 ms", "vs torch eager", "top-1 agreement"],
-                           [[r["artifact"], f"{r['mean_ms']:.0f}", f"{r['p50_ms']:.0f}", f"x{r['speedup_vs_torch']:.2f}",
+                           [[r["artifact"], f"{r['mean_ms']:.0f}", f"{r['p50_ms']:.0f}",
+                             f"x{r['speedup_vs_torch']:.2f}",
                              f"{100 * r['agreement']:.0f}%"] for r in rows])
     note = (f"Paper-size CFN-SR (30x224x224), batch 1, {a.threads} threads, {a.iters} timed runs after {a.warmup} "
             f"warm-up; {m['processor']} ({m['cpu_count']} CPUs); agreement with torch on {len(inputs)} clips.")

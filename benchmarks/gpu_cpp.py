@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cfnsr.export.onnx_graph import base_metadata
-from cfnsr.export.pt2 import export_pt2, tensor_spec
+from cfnsr.export.pt2 import export_pt2, input_spec
 from cfnsr.model import create_model
 from cfnsr.model.summary import example_inputs
 
@@ -65,7 +65,7 @@ def main() -> None:
             pkg = Path(tmp) / f"{name}.{dev}.pt2"
             print(f"{name}: compiling a {dev} package ...", flush=True)
             t0 = time.perf_counter()
-            export_pt2(model, pkg, base_metadata(tensor_spec(model), "fp32", {}, "gpu_cpp"), device=dev, max_batch=8)
+            export_pt2(model, pkg, base_metadata(input_spec(model), "fp32", {}, "gpu_cpp"), device=dev, max_batch=8)
             compile_s = time.perf_counter() - t0
             print(f"{name}: compiled a {dev} package in {compile_s:.1f} s", flush=True)
             np.save(Path(tmp) / "video.npy", v_np)
@@ -92,7 +92,8 @@ def main() -> None:
             code = ("import sys, json, numpy as np; sys.path[:0] = [sys.argv[4]]; "
                     "from cfnsr.engines.runners import AotiRunner; import benchmarks.gpu_cpp as g; "
                     "v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); r = AotiRunner(sys.argv[1]).activate(); "
-                    "np.save(sys.argv[2] + '.out.npy', r(v, a)); print(g.wall_ms(lambda: r(v, a), 5, int(sys.argv[5])))")
+                    "np.save(sys.argv[2] + '.out.npy', r(v, a)); "
+                    "print(g.wall_ms(lambda: r(v, a), 5, int(sys.argv[5])))")
             done = subprocess.run([sys.executable, "-c", code, str(pkg), str(Path(tmp) / "video.npy"),
                                    str(Path(tmp) / "audio.npy"), str(Path(__file__).resolve().parents[1]),
                                    str(a.iters)], capture_output=True, text=True, timeout=600)
@@ -100,18 +101,21 @@ def main() -> None:
                 py = np.load(str(Path(tmp) / "video.npy") + ".out.npy")
                 py_ms = float(done.stdout.strip().splitlines()[-1])
             else:  # recorded, and the C++ figures still reported
-                print(f"{name}: the Python aoti runner failed (exit {done.returncode}): {done.stderr[-500:]}", flush=True)
+                print(f"{name}: the Python aoti runner failed (exit {done.returncode}): {done.stderr[-500:]}",
+                      flush=True)
                 py, py_ms = np.full_like(eager, np.nan), float("nan")
         cpp = np.array(out["logits"])
         row = {"config": name, "compile_s": compile_s, "device": out["device"],
                "max_abs_cpp_vs_python": float(np.abs(cpp - py).max()),
                "max_abs_cpp_vs_eager": float(np.abs(cpp - eager).max()),
                "eager_ms": eager_ms, "python_aoti_ms": py_ms, "cpp_ms": out["latency_ms"]["p50"],
-               "python_aoti_speedup_vs_eager": eager_ms / py_ms, "cpp_speedup_vs_eager": eager_ms / out["latency_ms"]["p50"]}
+               "python_aoti_speedup_vs_eager": eager_ms / py_ms,
+               "cpp_speedup_vs_eager": eager_ms / out["latency_ms"]["p50"]}
         result["runs"].append(row)
         print(f"{name:<12} compile {compile_s:6.1f} s  |C++-py| {row['max_abs_cpp_vs_python']:.2e}  "
               f"|C++-eager| {row['max_abs_cpp_vs_eager']:.2e}  eager {eager_ms:7.2f} ms  py-aoti {py_ms:7.2f} ms "
-              f"(x{row['python_aoti_speedup_vs_eager']:.2f})  C++ {row['cpp_ms']:7.2f} ms (x{row['cpp_speedup_vs_eager']:.2f})",
+              f"(x{row['python_aoti_speedup_vs_eager']:.2f})  "
+              f"C++ {row['cpp_ms']:7.2f} ms (x{row['cpp_speedup_vs_eager']:.2f})",
               flush=True)
         if a.json_path:
             Path(a.json_path).write_text(json.dumps(result, indent=2))

@@ -21,7 +21,6 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -60,8 +59,8 @@ def main() -> None:
     from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache
     from cfnsr.data.splits import Split
+    from cfnsr.engines import accuracy as gate_mod
     from cfnsr.engines.runners import OnnxRuntimeRunner
-    from cfnsr.export import gate as gate_mod
     from cfnsr.export import int8 as int8_mod
     from cfnsr.export import readiness
     from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
@@ -106,7 +105,8 @@ def main() -> None:
         ops = Counter(n.op_type for n in q.graph.node)
         lint = readiness.fusion_lint(q)
         row = {"placement": name, "agreement": g.agreement, "accuracy_drop_points": g.accuracy_drop_points,
-               "max_abs_logit": g.max_abs_logit, "passed": g.passed, "qdq": ops["QuantizeLinear"] + ops["DequantizeLinear"],
+               "max_abs_logit": g.max_abs_logit, "passed": g.passed,
+               "qdq": ops["QuantizeLinear"] + ops["DequantizeLinear"],
                "casts": ops["Cast"], "lint_problems": len(lint.problems), "fused_int8_layers": len(lint.fused_int8)}
         rows.append(row)
         print(f"{name:<20} agreement {100 * g.agreement:6.2f}%  drop {g.accuracy_drop_points:+.2f} pts  "

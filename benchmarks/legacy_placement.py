@@ -28,13 +28,15 @@ def legacy_quantize(model: onnx.ModelProto, ranges: dict, scope: str = "all",
             continue
         stem = n.op_type == "Conv" and n.input[0] == "video"
         grouped = n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
-        if ((scope in ("no-stem", "no-stem-grouped") and stem) or (scope in ("no-grouped", "no-stem-grouped") and grouped)
+        if ((scope in ("no-stem", "no-stem-grouped") and stem)
+                or (scope in ("no-grouped", "no-stem-grouped") and grouped)
                 or (scope == "audio-fusion" and n.name in video_only)):
             continue
         nodes.append(n.name)
     extra = {"ActivationSymmetric": activation_symmetric, "WeightSymmetric": True, "QuantizeBias": False,
              "DedicatedQDQPair": False, "ForceQuantizeNoInputCheck": False}
-    data = TensorsData(CalibrationMethod.MinMax, {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
+    data = TensorsData(CalibrationMethod.MinMax,
+                       {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
     q = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QInt8, data, nodes, [],
                      ["Conv", "MatMul", "Gemm"], extra)
     q.quantize_model()

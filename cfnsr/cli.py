@@ -80,9 +80,12 @@ def summary(model: str, no_flops: bool, as_json: bool) -> None:
 
 # ------------------------------------------------------------------------------------------ import-original
 @main.command("import-original")
-@click.option("--fused", type=click.Path(dir_okay=False), help="Published fused checkpoint (fold_N_msaf_ravdess_best.pth).")
-@click.option("--video", type=click.Path(dir_okay=False), help="Published unimodal ResNeXt checkpoint (fold_N_resnext50_best.pth).")
-@click.option("--audio", type=click.Path(dir_okay=False), help="Published unimodal MFCCNet checkpoint (fold_N_mfccNet_best.pth).")
+@click.option("--fused", type=click.Path(dir_okay=False),
+              help="Published fused checkpoint (fold_N_msaf_ravdess_best.pth).")
+@click.option("--video", type=click.Path(dir_okay=False),
+              help="Published unimodal ResNeXt checkpoint (fold_N_resnext50_best.pth).")
+@click.option("--audio", type=click.Path(dir_okay=False),
+              help="Published unimodal MFCCNet checkpoint (fold_N_mfccNet_best.pth).")
 @click.option("--config", "config_name", default="cfn-sr", show_default=True, help="Model configuration.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="cfnsr checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
@@ -138,7 +141,8 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
 @click.option("--config", "config_name", default="cfn-sr", show_default=True,
               help="Model configuration whose input size the features take (frames, face size).")
 @click.option("--msaf-compat", is_flag=True,
-              help="Crop faces from the frame squashed to the face size first, as MSAF did (for published checkpoints).")
+              help="Crop faces from the frame squashed to the face size first, as MSAF did "
+                   "(for published checkpoints).")
 @click.option("--channel-order", type=click.Choice(["bgr", "rgb"]), default="bgr", show_default=True,
               help="Channel order the model sees; MSAF/CFN-SR checkpoints were trained on BGR.")
 @click.option("--song", is_flag=True, help="Also take the song clips (speech only by default).")
@@ -146,7 +150,8 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
 @click.option("--workers", default=2, show_default=True, help="Parallel processes.")
 def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers) -> None:
     """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
-    from .data.cache import format_summary, preprocess as run
+    from .data.cache import format_summary
+    from .data.cache import preprocess as run
     from .data.spec import PreprocessSpec
     from .model import get_config
 
@@ -221,7 +226,8 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
 def evaluate(target, cache_dir, out_dir, as_json) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion of a checkpoint or of every fold of a run folder."""
     from .data.cache import FeatureCache
-    from .train.evaluate import evaluate as run, format_result
+    from .train.evaluate import evaluate as run
+    from .train.evaluate import format_result
 
     result = run(target, FeatureCache.open(cache_dir), out_dir)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
@@ -231,7 +237,8 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="ONNX file to write [default: CHECKPOINT's name with .PRECISION.onnx].")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "pt2", "auto"]), default="auto", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "pt2", "auto"]), default="auto",
+              show_default=True,
               help="auto: ONNX, plus the TensorRT engine where TensorRT and a GPU are present. pt2: an AOTInductor "
                    "package (fp32) for the C++ runtime's libtorch backend.")
 @click.option("--calib-data", "--data", "data", type=click.Path(file_okay=False),
@@ -247,13 +254,15 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 @click.option("--gate-clips", type=int, help="Held-out clips for the gate [default: all of the test actors].")
 @click.option("--min-agreement", type=float, help="Override the gate's top-1 agreement threshold (0-1).")
 @click.option("--max-accuracy-drop", type=float, help="Override the int8 gate's accuracy drop threshold (points).")
+@click.option("--max-abs-logit", type=float, help="Override the gate's largest |logit difference| (fp32: 1e-3).")
 @click.option("--no-trt-check", is_flag=True, help="Write the file even if the TensorRT readiness check fails.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
 @click.option("--max-batch", default=64, show_default=True, help="--format pt2: the largest batch it accepts.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
-           gate_clips, min_agreement, max_accuracy_drop, no_trt_check, device, max_batch, force) -> None:
+           gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, max_batch,
+           force) -> None:
     """Export a checkpoint to ONNX with the precision in the graph; check it against the checkpoint.
 
     fp32: parity with PyTorch. fp16: strongly typed fp16 graph (LayerNorm, Softmax, reductions, mask path in fp32).
@@ -261,15 +270,12 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
     builder. pt2: an AOTInductor package (fp32) for the C++ runtime. A failed accuracy gate keeps the file as
     NAME.FAILED.onnx (or .FAILED.pt2) and exits with status 3.
     """
+    from .engines.accuracy import GateThresholds
     from .errors import GateFailed
     from .export.pipeline import ExportOptions, report_path
     from .export.pipeline import export as run
 
-    thresholds = {}
-    if min_agreement is not None:
-        thresholds["min_agreement"] = min_agreement
-    if max_accuracy_drop is not None:
-        thresholds["max_accuracy_drop_points"] = max_accuracy_drop
+    thresholds = GateThresholds.from_options(min_agreement, max_accuracy_drop, max_abs_logit)
     opts = ExportOptions(precision=precision, output=Path(output) if output else None, fmt=fmt,
                          data=Path(data) if data else None, calib_clips=calib_clips, calib_method=calib_method,
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
@@ -296,7 +302,8 @@ DEVICE_OPTION = click.option(
 @main.command()
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
-@click.option("--batch", default="1,1,8", show_default=True, help="Optimisation profile of the batch axis: MIN,OPT,MAX.")
+@click.option("--batch", default="1,1,8", show_default=True,
+              help="Optimisation profile of the batch axis: MIN,OPT,MAX.")
 @click.option("--workspace-mb", default=4096, show_default=True)
 @click.option("--timing-cache", type=click.Path(file_okay=False),
               help="Folder of timing caches, one per GPU and TensorRT version, reused across builds on that device.")
@@ -329,7 +336,8 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
 @click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--clips", type=int, help="Held-out clips to use [default: all of the test actors].")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Gate to apply [default: the artifact's].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Gate to apply [default: the artifact's].")
 @click.option("--min-agreement", type=float)
 @click.option("--max-accuracy-drop", type=float)
 @click.option("--max-abs-logit", type=float)
@@ -338,12 +346,12 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 def validate(artifact, reference, data, backend, clips, precision, min_agreement, max_accuracy_drop, max_abs_logit,
              json_path, device) -> None:
     """Check that an artifact agrees with its PyTorch checkpoint on held-out clips; exits 3 when the gate fails."""
+    from .engines.accuracy import GateThresholds
     from .engines.validate import validate as run
     from .errors import GateFailed
     from .fileio import write_json
 
-    th = {k: v for k, v in (("min_agreement", min_agreement), ("max_accuracy_drop_points", max_accuracy_drop),
-                            ("max_abs_logit", max_abs_logit)) if v is not None}
+    th = GateThresholds.from_options(min_agreement, max_accuracy_drop, max_abs_logit)
     result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo, device=device)
     if json_path:
         write_json(json_path, result.to_dict())
@@ -366,7 +374,8 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
 @DEVICE_OPTION
 def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_path, device) -> None:
     """Latency and throughput of one or more artifacts, with ratios against the first (JSON, Markdown, PNG)."""
-    from .engines.bench import bench as run, parse_entries, write_reports
+    from .engines.bench import bench as run
+    from .engines.bench import parse_entries, write_reports
 
     entries = parse_entries(list(artifacts), list(backends), reference)
     batches = tuple(int(b) for b in batch.split(","))

@@ -57,6 +57,21 @@ def write_json(path: str | os.PathLike, obj, force: bool = True) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", force)
 
 
+def save_npy(path: str | os.PathLike, array, force: bool = True) -> str:
+    """``np.save`` through ``atomic_path``, flushed to disk; returns the sha256 of the array's bytes."""
+    import numpy as np
+
+    with atomic_path(path, force) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    return sha256_bytes(np.ascontiguousarray(array).tobytes())
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

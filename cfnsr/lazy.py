@@ -29,3 +29,12 @@ def require(module: str, extra: str | None = None, purpose: str | None = None) -
         purpose = purpose or default_purpose
         fix = f"pip install 'cfnsr[{extra}]'" if extra else f"pip install {top}"
         raise MissingDependencyError(f"{module} is needed for {purpose} but cannot be imported ({e}); {fix}") from e
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA GPU: the one probe of it everything shares."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,11 @@ def metrics_markdown(title: str, m: dict, note: str = "") -> str:
     out += [f"Clips: {m['clips']}  top-1 {100 * m['top1']:.2f}%  top-2 {100 * m['top2']:.2f}%  "
             f"top-4 {100 * m['top4']:.2f}%  macro F1 {m['macro_f1']:.3f}", ""]
     out.append(markdown_table(["class", "precision", "recall", "F1", "support"],
-                              [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in m["per_class"].items()]))
+                              [[k, v["precision"], v["recall"], v["f1"], v["support"]]
+                               for k, v in m["per_class"].items()]))
     out += ["", "Confusion matrix (rows true, columns predicted):", ""]
-    out.append(markdown_table(["true \\ pred", *m["labels"]], [[l, *row] for l, row in zip(m["labels"], m["confusion"])]))
+    out.append(markdown_table(["true \\ pred", *m["labels"]],
+                              [[name, *row] for name, row in zip(m["labels"], m["confusion"])]))
     return "\n".join(out) + "\n"
 
 
@@ -100,3 +103,56 @@ def write_metrics_report(out_dir: str | Path, stem: str, title: str, metrics: di
         "png": plot_confusion(metrics["confusion"], metrics["labels"], out_dir / f"{stem}_confusion.png", title),
     }
     return {k: str(v) for k, v in paths.items()}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def write_export_report(artifact: Path, report: dict, stem: Path) -> None:
+    """``STEM.report.json``, ``.report.md`` and ``.confusion.png`` of an export, beside the artifact."""
+    write_json(stem.with_name(stem.name + ".report.json"), report)
+    g = report["gate"]
+    lines = [f"# Export report: {artifact.name}", "",
+             f"- checkpoint: `{report['checkpoint']}` ({report['model_config']})",
+             (f"- format: {report['format']}, precision: **{report['precision']}**, "
+              f"size {report['size_bytes'] / 1e6:.1f} MB")]
+    if "device" in report:
+        lines.append(f"- AOTInductor package for {report['device']}, batch 1..{report['max_batch']}")
+    if "tensorrt_readiness" in report:
+        lines.append(f"- TensorRT readiness: {'ok' if report['tensorrt_readiness']['ok'] else 'PROBLEMS'}")
+        for p in report["tensorrt_readiness"]["problems"]:
+            lines.append(f"  - {p}")
+        kept = report["tensorrt_readiness"].get("high_precision_layers") or {}
+        if kept and report["precision"] == "int8":
+            lines.append(f"- layers left in high precision on purpose ({len(kept)}; TensorRT runs them unfused "
+                         "from int8):")
+            lines += [f"  - `{name}`: {why}" for name, why in kept.items()]
+    if "calibration" in report:
+        c = report["calibration"]
+        lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "
+                     f"(cache {'reused' if c['cache_hit'] else 'written'}), scope `{c['scope']}`, "
+                     f"high precision {c['high_precision']}")
+    lines += ["", f"## Accuracy gate: {'PASSED' if g['passed'] else 'FAILED'}", "",
+              markdown_table(["metric", "value"], [
+                  ["clips", g["clips"]], ["top-1 agreement", f"{100 * g['agreement']:.2f}%"],
+                  ["reference accuracy", _pct(g["reference_accuracy"])],
+                  ["artifact accuracy", _pct(g["artifact_accuracy"])],
+                  ["accuracy drop (points)", "-" if g["accuracy_drop_points"] is None
+                   else f"{g['accuracy_drop_points']:.2f}"],
+                  ["max abs logit difference", f"{g['max_abs_logit']:.3g}"], ["mean cosine", f"{g['mean_cosine']:.6f}"],
+                  ["thresholds", json.dumps(g["thresholds"])]])]
+    for f in g["failures"]:
+        lines.append(f"- failed: {f}")
+    if g.get("divergence"):
+        lines += ["", "Layers where int8 departs from fp32 first (lowest SQNR, graph order):", "",
+                  markdown_table(["tensor", "SQNR vs fp32 (dB)", "SQNR of its own Q/DQ (dB)"],
+                                 [[d["tensor"], d["sqnr_db"], d["qdq_sqnr_db"]] for d in g["divergence"]])]
+    if g.get("suggestion"):
+        lines += ["", f"Suggestion: {g['suggestion']}."]
+    write_text(stem.with_name(stem.name + ".report.md"), "\n".join(lines) + "\n")
+    if g.get("artifact_confusion"):
+        from .artifact import EMOTIONS
+
+        plot_confusion(g["artifact_confusion"], EMOTIONS, stem.with_name(stem.name + ".confusion.png"),
+                       f"{artifact.name}: held-out clips")

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import TypeVar
 
+from .errors import CfnsrError
+
 T = TypeVar("T", bound="JsonDataclass")
 
 
@@ -23,7 +25,7 @@ class JsonDataclass:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
+            raise CfnsrError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def replace(self: T, **overrides) -> T:

@@ -37,7 +37,8 @@ def probe_backends(import_module: Callable = importlib.import_module) -> list[Ba
         out.append(Backend(name, True, detail))
 
     def torch_check(torch) -> str:
-        cuda = f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
+        cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+                else "CPU only")
         return f"torch {torch.__version__} ({cuda})"
 
     def ort_check(ort) -> str:
@@ -277,7 +278,7 @@ def diagnose(facts: dict) -> list[str]:
         out.append(f"numpy {numpy} with a torch built for NumPy 1.x (torch {facts.get('torch')}): "
                    "pip install 'numpy<2' (constraints/jetpack6.txt pins it)")
     dists = {d.lower() for d in facts.get("dists", ())}
-    if "onnxruntime" in dists and any(d.startswith("onnxruntime-gpu") or d.startswith("onnxruntime_gpu") for d in dists):
+    if "onnxruntime" in dists and any(d.startswith(("onnxruntime-gpu", "onnxruntime_gpu")) for d in dists):
         out.append("both onnxruntime and onnxruntime-gpu are installed and share one module, so which one imports is "
                    "arbitrary: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
     if facts.get("gpu_present") and facts.get("torch") and not facts.get("torch_cuda"):

@@ -47,8 +47,14 @@ TARGETS = {
 
 
 def build_wheel(root: Path, out: Path) -> Path:
+    """cfnsr's wheel, built from a copy of the tree (setuptools leaves build/ and egg-info in the source folder)."""
+    import shutil
+
+    src = out / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                             "demo_out", "target_out", "bench_out"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
-                    str(root)], check=True)
+                    str(src)], check=True)
     return next(out.glob("cfnsr-*.whl"))
 
 
@@ -84,18 +90,21 @@ def check(name: str, t: dict, wheel: Path, root: Path) -> tuple[bool, list[str]]
         p = subprocess.run(cmd + reqs_s, capture_output=True, text=True)
         if p.returncode != 0:
             return False, [f"pip could not resolve: {(p.stderr or p.stdout).strip().splitlines()[-1:]}"]
-        installed = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
-        urls = [i["download_info"]["url"] for i in json.loads(report.read_text())["install"]]
+        install = json.loads(report.read_text())["install"]
+        installed = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in install}
+        urls = [i["download_info"]["url"] for i in install]
     problems = [f"an sdist would be built: {u}" for u in urls if not u.endswith(".whl")]
     for pkg in t["provided"]:
         if pkg in installed:
             problems.append(f"{pkg} {installed[pkg]} would be installed from PyPI, but the target provides its own")
-    if t["numpy"] and "numpy" in installed and not Requirement("numpy" + t["numpy"]).specifier.contains(installed["numpy"]):
+    numpy_range = Requirement("numpy" + t["numpy"]).specifier if t["numpy"] else None
+    if numpy_range is not None and "numpy" in installed and not numpy_range.contains(installed["numpy"]):
         problems.append(f"numpy {installed['numpy']} is outside {t['numpy']}")
     if "torch" in installed and Version(installed["torch"]) < Version("2.4"):
         problems.append(f"torch {installed['torch']} is older than 2.4")
     if any(k.startswith("tensorrt") for k in installed):
-        problems.append("a pip TensorRT would be installed: " + ", ".join(k for k in installed if k.startswith("tensorrt")))
+        pip_trt = ", ".join(k for k in installed if k.startswith("tensorrt"))
+        problems.append(f"a pip TensorRT would be installed: {pip_trt}")
     lines = [f"{k}=={v}" for k, v in sorted(installed.items())]
     return not problems, problems + lines
 

@@ -50,9 +50,9 @@ def main() -> int:
     if not (best.exists() and all(f.exists() for f in onnx.values())):
         step("demo", ["demo", demo], timeout=1800)
     sys.path.insert(0, str(root))
-    from cfnsr.export import readiness
-
     import onnx as onnx_lib
+
+    from cfnsr.export import readiness
 
     report["static"] = {}
     for p, f in onnx.items():

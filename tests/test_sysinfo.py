@@ -6,7 +6,8 @@ import pytest
 
 from cfnsr import sysinfo
 
-ORIN_RELEASE = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
+ORIN_RELEASE = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+                "DATE: Wed Jan  8 01:49:37 UTC 2025\n")
 ORIN_CPUINFO = "".join(f"processor\t: {i}\nBogoMIPS\t: 62.50\nCPU implementer\t: 0x41\nCPU architecture: 8\n"
                        f"CPU variant\t: 0x1\nCPU part\t: 0xd42\nCPU revision\t: 1\n\n" for i in range(12))
 

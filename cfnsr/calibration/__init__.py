@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import random
 import tempfile
 from collections import defaultdict
@@ -22,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.cache import FeatureCache
+from ..data.cache import FeatureCache, clips_hash
 from ..data.features import to_model_inputs
 from ..errors import CfnsrError, DataError
 from ..fileio import write_json
 
 METHODS = ("minmax", "entropy", "percentile")
+log = logging.getLogger(__name__)
 
 
 def select_clips(cache: FeatureCache, train_actors, count: int, seed: int = 0,
@@ -59,10 +63,7 @@ def select_clips(cache: FeatureCache, train_actors, count: int, seed: int = 0,
 
 
 def clip_list_hash(clips: list[dict]) -> str:
-    h = hashlib.sha256()
-    for c in clips:
-        h.update(f"{c['stem']}:{c['frames_sha256']}:{c['mfcc_sha256']}\n".encode())
-    return h.hexdigest()
+    return clips_hash(clips)
 
 
 def _reader_base():
@@ -98,6 +99,17 @@ class RavdessCalibrationReader(_reader_base()):
         return {"video": video[None], "audio": audio[None]}
 
 
+@contextlib.contextmanager
+def _quiet(step: str):
+    """ONNX Runtime's calibrators print() a line per clip ("Collecting tensor data and making histogram ..."),
+    which buries the progress bar: send their stdout to the debug log instead."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield
+    for line in buf.getvalue().splitlines():
+        log.debug("onnxruntime calibrator (%s): %s", step, line)
+
+
 def _calibration_method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -128,10 +140,13 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
                                        calibrate_method=_calibration_method(method), extra_options=extra)
         for i in tqdm(range(len(reader)), desc=f"calibrate ({method})", unit="clip", disable=not progress):
             reader.set_range(i, i + 1)
-            calibrator.collect_data(reader)
-        data = calibrator.compute_data()
+            with _quiet("collect_data"):
+                calibrator.collect_data(reader)
+        with _quiet("compute_data"):
+            data = calibrator.compute_data()
         del calibrator
-    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.data.items()}
+    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
+            for name, td in data.data.items()}
 
 
 def tensors_data(ranges: dict[str, tuple[float, float]]):

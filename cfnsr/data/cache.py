@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import sha256_file, write_json
+from ..fileio import save_npy, sha256_file, write_json
 from .ravdess import find_clips, find_landmarks, parse_name
 from .spec import PreprocessSpec
 
 MANIFEST = "manifest.json"
-
-
-def _save_npy(path: Path, array: np.ndarray) -> str:
-    """Atomic np.save; returns the sha256 of the array's bytes."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def _process_job(args) -> dict:
@@ -56,8 +44,8 @@ def _process_job(args) -> dict:
         source_sha = sha256_file(clip)
         lm = find_landmarks(raw_dir, name)
         feats = extract_clip(clip, spec, lm, use_detector=use_detector)
-        frames_sha = _save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
-        mfcc_sha = _save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
+        frames_sha = save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
+        mfcc_sha = save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
     except DataError as e:
         return {"stem": name.stem, "source": str(clip), "error": str(e)}
     except Exception as e:  # an unexpected decoder failure is reported, never fatal for the whole run
@@ -93,11 +81,16 @@ def _read_progress(path: Path) -> dict[str, dict]:
     return done
 
 
-def cache_hash(entries: list[dict], spec: PreprocessSpec) -> str:
-    h = hashlib.sha256(spec.to_json().encode())
-    for e in sorted(entries, key=lambda e: e["stem"]):
+def clips_hash(entries: list[dict], prefix: bytes = b"") -> str:
+    """sha256 over the clips' stems and array hashes, in the given order (the identity of a clip list)."""
+    h = hashlib.sha256(prefix)
+    for e in entries:
         h.update(f"{e['stem']}:{e['frames_sha256']}:{e['mfcc_sha256']}\n".encode())
     return h.hexdigest()
+
+
+def cache_hash(entries: list[dict], spec: PreprocessSpec) -> str:
+    return clips_hash(sorted(entries, key=lambda e: e["stem"]), spec.to_json().encode())
 
 
 def estimate_bytes(n_clips: int, spec: PreprocessSpec) -> int:
@@ -232,7 +225,8 @@ class FeatureCache:
         root = Path(root)
         path = root / MANIFEST
         if not path.is_file():
-            hint = " (an interrupted `cfnsr preprocess`? run it again to finish)" if (root / "spec.json").exists() else ""
+            hint = (" (an interrupted `cfnsr preprocess`? run it again to finish)"
+                    if (root / "spec.json").exists() else "")
             raise DataError(f"{root} is not a finished cfnsr feature cache: no {MANIFEST}{hint}")
         try:
             m = json.loads(path.read_text())

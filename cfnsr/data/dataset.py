@@ -1,4 +1,5 @@
-"""PyTorch Dataset over a feature cache, with the published recipe's training augmentation.
+"""A map-style dataset (what torch's DataLoader takes) over a feature cache, with the published recipe's training
+augmentation.
 
 Training: random resized crop (area 0.8-1.4 of the frame, aspect 3/4-4/3, as MSAF's torchvision transform) and a
 horizontal flip, then ImageNet normalisation; evaluation: normalisation only. One difference from MSAF, on
@@ -12,9 +13,6 @@ import math
 import random
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from .cache import FeatureCache
 from .features import to_model_inputs
@@ -34,8 +32,12 @@ def random_resized_box(height: int, width: int, rng: random.Random, scale=(0.8, 
     return 0, 0, height, width
 
 
-class CacheDataset(Dataset):
-    """Items are ``(video float32 (3,T,H,W), audio float32 (13,212), label int64)``."""
+class CacheDataset:
+    """Items are torch tensors ``(video float32 (3,T,H,W), audio float32 (13,212), label int64)``.
+
+    A plain class with ``__len__``/``__getitem__`` (what torch's map-style datasets are): ``cfnsr.data`` imports no
+    torch until an item is asked for.
+    """
 
     def __init__(self, cache: FeatureCache, actors=None, train: bool = False, seed: int = 0):
         self.cache = cache
@@ -57,6 +59,8 @@ class CacheDataset(Dataset):
         return [c["label"] for c in self.clips]
 
     def __getitem__(self, i: int):
+        import torch
+
         entry = self.clips[i]
         frames = np.asarray(self.cache.frames(entry["stem"]))
         video, audio = to_model_inputs(frames, self.cache.mfcc(entry["stem"]), self.spec)
@@ -65,7 +69,9 @@ class CacheDataset(Dataset):
             video = self.augment(video, random.Random(hash((self.seed, self.epoch, i))))
         return video, torch.from_numpy(audio), torch.tensor(entry["label"], dtype=torch.long)
 
-    def augment(self, video: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    def augment(self, video, rng: random.Random):
+        import torch.nn.functional as F
+
         _, t, h, w = video.shape
         top, left, ch, cw = random_resized_box(h, w, rng)
         crop = video[:, :, top:top + ch, left:left + cw].permute(1, 0, 2, 3)  # (T, 3, ch, cw)
@@ -76,7 +82,10 @@ class CacheDataset(Dataset):
 
 
 def make_loader(dataset: CacheDataset, batch_size: int, shuffle: bool, workers: int = 0, sampler=None,
-                pin_memory: bool = False, seed: int = 0) -> DataLoader:
+                pin_memory: bool = False, seed: int = 0):
+    import torch
+    from torch.utils.data import DataLoader
+
     g = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, pin_memory=pin_memory, generator=g, drop_last=False,

@@ -31,7 +31,7 @@ class ClipFeatures:
 def frame_indices(n_frames: int, count: int) -> np.ndarray:
     """``count`` indices evenly spaced over ``n_frames`` (MSAF's times i * duration / count)."""
     if n_frames <= 0:
-        raise ValueError("a clip with no frames")
+        raise DataError("a clip with no frames")
     return np.minimum((np.arange(count) * n_frames) // count, n_frames - 1)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import EMOTIONS
 from ..errors import DataError
-from ..model.config import EMOTIONS
 
 _FIELDS = ("modality", "vocal_channel", "emotion", "intensity", "statement", "repetition", "actor")
 _RANGES = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import DataError
 from ..serial import JsonDataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -36,10 +37,10 @@ class PreprocessSpec(JsonDataclass):
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
+            raise DataError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
         expected = 1 + int(round(self.audio_duration * self.sample_rate)) // self.hop_length
         if expected != self.mfcc_frames:
-            raise ValueError(
+            raise DataError(
                 f"mfcc_frames {self.mfcc_frames} does not match {self.audio_duration} s at {self.sample_rate} Hz "
                 f"with hop {self.hop_length} (gives {expected})"
             )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from .ravdess import ClipName, write_landmarks
 
 WIDTH, HEIGHT, FPS = 320, 180, 30
@@ -255,7 +256,7 @@ def generate(out_dir: str | Path, actors: int = 8, seed: int = 0, workers: int =
 
     out_dir = Path(out_dir)
     if not 1 <= actors <= 24:
-        raise ValueError(f"--actors must be 1..24 (RAVDESS has 24 actors), got {actors}")
+        raise DataError(f"--actors must be 1..24 (RAVDESS has 24 actors), got {actors}")
     (out_dir / "landmarks").mkdir(parents=True, exist_ok=True)
     jobs = []
     for a in range(1, actors + 1):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ArtifactError, CfnsrError
+from ..lazy import cuda_available
 from .base import InputError, Runner, TensorSpec
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "aoti")
@@ -34,15 +35,6 @@ def _sniff(path: Path) -> str | None:
 
 
 DEVICES = ("cpu", "cuda", "auto")
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a CUDA GPU (the one probe of it the runtimes share)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def device_options(path: str | Path, backend: str | None, device: str | None) -> dict:
@@ -68,7 +60,7 @@ def device_options(path: str | Path, backend: str | None, device: str | None) ->
             raise CfnsrError("--device cuda: this ONNX Runtime has no CUDAExecutionProvider; install onnxruntime-gpu "
                              "(see the README's GPU install) or use --device cpu")
         use_cuda = device == "cuda" or (device == "auto" and has_cuda)
-        return {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]}
+        return {"providers": (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]}
     if backend == "openvino" and device == "cuda":
         raise CfnsrError("--device cuda: the OpenVINO backend runs on the CPU here; use onnxruntime or tensorrt")
     if backend == "tensorrt" and device == "cpu":
@@ -95,7 +87,8 @@ def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     if backend not in BACKENDS:
         raise CfnsrError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend not in allowed:
-        raise CfnsrError(f"backend {backend} cannot run a {suffix} file (it runs {', '.join(s for s, b in _BY_SUFFIX.items() if backend in b)})")
+        runs = ", ".join(s for s, b in _BY_SUFFIX.items() if backend in b)
+        raise CfnsrError(f"backend {backend} cannot run a {suffix} file (it runs {runs})")
     if backend == "torch":
         return TorchRunner(path, **options)
     if backend == "onnxruntime":

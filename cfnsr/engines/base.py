@@ -60,8 +60,9 @@ class Runner:
 
     # -- inference --------------------------------------------------------------------------------------------
     def __call__(self, video, audio) -> np.ndarray:
-        if not self.active:
-            self.activate()
+        if not self.active:  # as Polygraphy's runners: activation is explicit, so freeing is too
+            raise CfnsrError(f"the {self.backend} runner of {self.path.name} is not active: use `with load(path) as "
+                             "runner:` (or runner.activate() and runner.deactivate())")
         video, audio = self.check_inputs(video, audio)
         return self._infer(video, audio)
 
@@ -100,7 +101,7 @@ class Runner:
 
     @property
     def labels(self) -> list[str]:
-        from ..model.config import EMOTIONS
+        from ..artifact import EMOTIONS
 
         return list(self.metadata.get("labels") or EMOTIONS)
 

@@ -86,7 +86,8 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
         note = (f"rows run on different devices ({' and '.join(devices)}): the ratios compare a GPU with a CPU, "
                 "not two runtimes on one device (pass --device cuda to put the reference on the GPU too)")
         log("note: " + note)
-    return {"machine": host, "warnings": jetson_warnings(host), "threads": threads, "warmup": warmup, "iters": iters, "batches": list(batches),
+    return {"machine": host, "warnings": jetson_warnings(host), "threads": threads, "warmup": warmup, "iters": iters,
+            "batches": list(batches),
             "baseline": entries[0].label, "devices": devices, "mixed_devices_note": note, "results": results}
 
 
@@ -99,7 +100,8 @@ def markdown(report: dict) -> str:
         head += [f"**Warning: {w}.**", ""]
     if report.get("mixed_devices_note"):
         head += [f"**Note: {report['mixed_devices_note']}.**", ""]
-    rows = [[r["label"], f"{r['backend']} ({r.get('runs_on', 'cpu')})", r["precision"], r["batch"], r["mean_ms"], r["p50_ms"], r["p90_ms"], r["p99_ms"],
+    rows = [[r["label"], f"{r['backend']} ({r.get('runs_on', 'cpu')})", r["precision"], r["batch"], r["mean_ms"],
+             r["p50_ms"], r["p90_ms"], r["p99_ms"],
              r["min_ms"], r["throughput_clips_s"], f"x{r['speedup_vs_first']:.2f}",
              r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
     return "\n".join(head) + markdown_table(

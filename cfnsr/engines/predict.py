@@ -57,6 +57,6 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
     best = int(p.argmax())
     return {"video": str(video), "model": str(model), "backend": runner.backend, "device": runner.device,
             "emotion": labels[best],
-            "label_id": best, "probabilities": {l: float(x) for l, x in zip(labels, p)},
+            "label_id": best, "probabilities": {name: float(x) for name, x in zip(labels, p)},
             "crop": feats.crop_method, "audio_padded": feats.audio_padded,
             **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}

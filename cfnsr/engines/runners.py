@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ArtifactError, CfnsrError
-from ..lazy import require
+from ..lazy import cuda_available, require
 from .base import InputError, Runner, TensorSpec, spec_from_metadata
 
 
@@ -21,12 +21,12 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         import torch
 
+        from ..artifact import EMOTIONS
         from ..model.checkpoint import load_checkpoint, model_from_checkpoint
-        from ..model.config import EMOTIONS
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
+        if self.device.startswith("cuda") and not cuda_available():
             raise CfnsrError(f"--device {self.device}: torch {torch.__version__} sees no CUDA GPU "
                              f"({'a CPU-only build' if torch.version.cuda is None else 'no device visible'})")
         ckpt = load_checkpoint(self.path)
@@ -69,7 +69,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _activate(self) -> None:
         ort = require("onnxruntime")
-        from ..export.onnx_graph import read_metadata
+        from ..artifact import read_metadata
 
         self.metadata = read_metadata(self.path)
         opts = ort.SessionOptions()
@@ -120,7 +120,7 @@ class OpenVinoRunner(Runner):
 
     def _activate(self) -> None:
         ov = require("openvino")
-        from ..export.onnx_graph import read_metadata
+        from ..artifact import read_metadata
 
         self.metadata = read_metadata(self.path)
         core = ov.Core()
@@ -159,7 +159,7 @@ class AotiRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from ..export.pt2 import read_package_metadata
+        from ..artifact import package_metadata
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -168,7 +168,7 @@ class AotiRunner(Runner):
         except Exception as e:
             raise ArtifactError(f"libtorch cannot load the AOTInductor package {self.path}: "
                                 f"{str(e).strip().splitlines()[0]}") from e
-        self.metadata = read_package_metadata(self.package)
+        self.metadata = package_metadata(self.package.get_metadata())
         self.device = self.metadata.get("device", "cpu")
         self.max_batch = int(self.metadata.get("max_batch", 1))
         self.input_spec = spec_from_metadata(self.metadata["inputs"])

@@ -16,21 +16,14 @@ The engine *build* is an export step: ``cfnsr.export.engine``.
 from __future__ import annotations
 
 import ctypes
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path  # noqa: F401  (the runtime's view of them)
 from ..errors import ArtifactError, CfnsrError
-from ..lazy import require
+from ..lazy import cuda_available, require
 from .base import Runner, TensorSpec, spec_from_metadata
-
-SIDECAR_FORMAT = "cfnsr-engine"
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    return Path(str(engine) + ".json")
 
 
 def tensorrt_version() -> str:
@@ -45,14 +38,11 @@ def _cudart():
 
 def gpu_identity() -> dict:
     """Name and compute capability of GPU 0: from torch when it has CUDA, else from the CUDA runtime directly."""
-    try:
+    if cuda_available():
         import torch
 
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
-    except ImportError:
-        pass
+        major, minor = torch.cuda.get_device_capability(0)
+        return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
     rt = _cudart()
     major, minor = ctypes.c_int(), ctypes.c_int()
     # cudaDevAttrComputeCapabilityMajor = 75, ...Minor = 76 (stable since CUDA 5)
@@ -63,23 +53,6 @@ def gpu_identity() -> dict:
         raise CfnsrError("no CUDA GPU is usable (cudaGetDeviceProperties failed)")
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace")
     return {"gpu": name, "compute_capability": f"{major.value}.{minor.value}"}
-
-
-def read_sidecar(engine: Path) -> dict:
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise ArtifactError(f"{engine} has no sidecar {path.name}: build it with `cfnsr build` (the sidecar records "
-                            "the TensorRT version and GPU it was built for)")
-    try:
-        side = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
-        raise ArtifactError(f"{path} is not a cfnsr engine sidecar")
-    missing = [k for k in ("tensorrt_version", "gpu", "compute_capability", "profile", "cfnsr") if k not in side]
-    if missing:
-        raise ArtifactError(f"{path} lacks {', '.join(missing)}: rebuild the engine with `cfnsr build`")
-    return side
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -175,7 +148,7 @@ class _TorchCudaSession:
     def __init__(self, engine, max_batch: int):
         import torch
 
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise CfnsrError("CUDA-graph replay and device timing of TensorRT engines need torch with CUDA "
                              "(NVIDIA's torch on Jetson, a CUDA build on desktops); run without --cuda-graph")
         trt = require("tensorrt")

@@ -7,20 +7,20 @@ from pathlib import Path
 from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..errors import ArtifactError
-from ..export import gate as gate_mod
 from ..fileio import sha256_file
 from ..model.checkpoint import load_checkpoint
 from . import device_options, load
+from .accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 
 
 def validate(artifact: str | Path, reference: str | Path, data: str | Path, backend: str | None = None,
-             clips: int | None = None, thresholds: dict | None = None, precision: str | None = None,
-             log=print, device: str | None = None) -> gate_mod.GateResult:
+             clips: int | None = None, thresholds: GateThresholds | None = None, precision: str | None = None,
+             log=print, device: str | None = None) -> GateResult:
     """``device`` (cpu, cuda, auto) places both the artifact's backend and the torch reference."""
     artifact, reference = Path(artifact), Path(reference)
     cache = FeatureCache.open(data)
     ckpt = load_checkpoint(reference)
-    split = Split.from_dict(ckpt["split"]) if ckpt.get("split") else None
+    split = Split.of_checkpoint(ckpt)
     with load(artifact, backend, **device_options(artifact, backend, device)) as runner, \
             load(reference, "torch", **device_options(reference, "torch", device)) as ref:
         source = runner.metadata.get("source_sha256")
@@ -29,12 +29,12 @@ def validate(artifact: str | Path, reference: str | Path, data: str | Path, back
                                 f"(its cfnsr.source_sha256 is {source[:12]}..., the reference is "
                                 f"{sha256_file(reference)[:12]}...)")
         precision = precision or runner.metadata.get("precision") or "fp32"
-        video, audio, labels = gate_mod.held_out_arrays(cache, split, clips, log)
+        video, audio, labels = held_out_arrays(cache, split, clips, log)
         expected = ref(video[:1], audio[:1]).shape
-        got_ref = gate_mod.batched(ref, video, audio)
-        got = gate_mod.batched(runner, video, audio)
+        got_ref = batched(ref, video, audio)
+        got = batched(runner, video, audio)
         if got.shape[1:] != expected[1:]:
             raise ArtifactError(f"{artifact} returns logits of shape {got.shape[1:]}, expected {expected[1:]}")
-    result = gate_mod.compare(got_ref, got, labels, precision, thresholds)
+    result = compare(got_ref, got, labels, precision, thresholds)
     log(f"{runner.backend} on {runner.device} vs torch on {ref.device}: " + result.summary())
     return result

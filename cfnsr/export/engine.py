@@ -87,8 +87,8 @@ def config_loader(input_shapes: dict[str, tuple], opts: BuildOptions):
         kwargs["hardware_compatibility_level"] = require("tensorrt").HardwareCompatibilityLevel.AMPERE_PLUS
     if opts.layer_info:
         kwargs["profiling_verbosity"] = require("tensorrt").ProfilingVerbosity.DETAILED
-    return trt_mod.CreateConfig(profiles=[batch_profile(input_shapes, opts.batch)],
-                                memory_pool_limits={require("tensorrt").MemoryPoolType.WORKSPACE: opts.workspace_mb << 20},
+    workspace = {require("tensorrt").MemoryPoolType.WORKSPACE: opts.workspace_mb << 20}
+    return trt_mod.CreateConfig(profiles=[batch_profile(input_shapes, opts.batch)], memory_pool_limits=workspace,
                                 **kwargs)
 
 

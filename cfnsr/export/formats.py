@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import CfnsrError, MissingDependencyError
+from ..lazy import cuda_available
 
 
 @dataclass(frozen=True)
@@ -16,15 +17,26 @@ class Format:
     suffix: str
     needs_gpu: bool
     precisions: tuple[str, ...]
+    options: tuple[str, ...]  # the ExportOptions this format accepts beyond the common ones; others are refused
     description: str
 
 
+# ExportOptions fields that only some formats or precisions take, and the CLI flag that sets each.
+OPTION_FLAGS = {
+    "calib_clips": "--calib-clips", "calib_method": "--calib-method", "int8_scope": "--int8-scope",
+    "high_precision": "--high-precision", "check_trt": "--no-trt-check", "device": "--device",
+    "max_batch": "--max-batch",
+}
+INT8_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision")
+_ONNX_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision", "check_trt")
+
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", False, ("fp32", "fp16", "int8"),
+    "onnx": Format("onnx", ".onnx", False, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
                    "ONNX with the precision in the graph (runs on ONNX Runtime, OpenVINO, TensorRT)"),
-    "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8"),
-                     "TensorRT engine built from the ONNX file, plus a .engine.json sidecar (this GPU and TensorRT only)"),
-    "pt2": Format("pt2", ".pt2", False, ("fp32",),
+    "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
+                     "TensorRT engine built from the ONNX file, plus a .engine.json sidecar "
+                     "(this GPU and TensorRT only)"),
+    "pt2": Format("pt2", ".pt2", False, ("fp32",), ("device", "max_batch"),
                   "AOTInductor package for libtorch: the C++ runtime's CPU backend (or CUDA with --device cuda)"),
 }
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -36,13 +48,8 @@ def tensorrt_available() -> tuple[bool, str]:
         import tensorrt  # noqa: F401
     except ImportError as e:
         return False, f"tensorrt does not import ({e})"
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU is visible"
-    except ImportError:
-        pass
+    if not cuda_available():
+        return False, "no CUDA GPU is visible"
     return True, "ok"
 
 
@@ -52,10 +59,10 @@ def resolve(fmt: str, precision: str) -> list[str]:
         raise CfnsrError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if fmt == "onnx":
         return ["onnx"]
+    if fmt in FORMATS and precision not in FORMATS[fmt].precisions:
+        raise CfnsrError(f"--format {fmt} is {'/'.join(FORMATS[fmt].precisions)} only (got --precision {precision}): "
+                         "reduced precision is decided in the ONNX graph; export --format onnx or engine for fp16/int8")
     if fmt == "pt2":
-        if precision not in FORMATS["pt2"].precisions:
-            raise CfnsrError(f"--format pt2 is fp32 only (got --precision {precision}): reduced precision is "
-                             "decided in the ONNX graph; export --format onnx or engine for fp16/int8")
         return ["pt2"]
     ok, why = tensorrt_available()
     if fmt == "engine":

@@ -45,7 +45,8 @@ SCOPES = {
     "no-stem": "everything but the 7x7x7 video stem",
     "no-grouped": "everything but the grouped 3x3x3 convolutions of the ResNeXt",
     "no-stem-grouped": "everything but the stem and the grouped convolutions",
-    "audio-fusion": "the audio branch, the fusion block and the classifier (the whole video branch stays high precision)",
+    "audio-fusion": "the audio branch, the fusion block and the classifier "
+                    "(the whole video branch stays high precision)",
 }
 
 
@@ -209,7 +210,8 @@ def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], sco
         "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "MatMul": 1},
         "QDQDisableWeightAdjustForInt32Bias": True,
     }
-    data = TensorsData(CalibrationMethod.MinMax, {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
+    data = TensorsData(CalibrationMethod.MinMax,
+                       {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()})
     quantizer = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QInt8, data, placement.quantize, [],
                              list(QUANT_OPS), extra)
     quantizer.quantize_model()

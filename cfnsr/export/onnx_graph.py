@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import onnx
 import torch
 
-from .. import __version__
+from ..artifact import (  # noqa: F401  (re-exported: the export layer's view of the artifact layer)
+    INPUT_NAMES,
+    META_PREFIX,
+    METADATA_SCHEMA,
+    OUTPUT_NAME,
+    base_metadata,
+    decode_metadata,
+    encode_metadata,
+    read_metadata,
+    tensor_entry,
+)
 from ..errors import ArtifactError
-from ..model.config import EMOTIONS
 from ..model.network import CFNSR
 
 OPSET = 18
-INPUT_NAMES = ("video", "audio")
-OUTPUT_NAME = "logits"
-META_PREFIX = "cfnsr."
-# Version of the metadata contract below; runtimes (the C++ one too) refuse a schema newer than they read.
-METADATA_SCHEMA = 1
 
 
 def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
@@ -54,34 +56,14 @@ def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def input_spec(model: onnx.ModelProto) -> list[dict]:
-    """Name, shape (strings for symbolic axes), dtype and layout of each graph input and output."""
-    layouts = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)"}
+    """The ``inputs`` metadata entry of a graph: name, shape (strings for symbolic axes), dtype and layout of each
+    graph input and output."""
     out = []
     for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
         for v in values:
             t = v.type.tensor_type
-            shape = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out.append({"name": v.name, "kind": kind, "shape": shape,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
-                        "layout": layouts.get(v.name, "")})
-    return out
-
-
-def encode_metadata(entries: dict) -> dict[str, str]:
-    """``cfnsr.*`` string entries (values JSON-encoded unless already strings): ONNX metadata_props and pt2
-    package metadata carry the same ones."""
-    return {META_PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in entries.items()}
-
-
-def decode_metadata(pairs) -> dict:
-    """The ``cfnsr.*`` entries of (key, value) string pairs, prefix dropped and JSON values decoded."""
-    out = {}
-    for key, value in pairs:
-        if key.startswith(META_PREFIX):
-            try:
-                out[key[len(META_PREFIX):]] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key[len(META_PREFIX):]] = value
+            out.append(tensor_entry(v.name, kind, [d.dim_param or d.dim_value for d in t.shape.dim],
+                                    onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
     return out
 
 
@@ -93,35 +75,6 @@ def set_metadata(model: onnx.ModelProto, **entries) -> None:
             existing[full].value = text
         else:
             model.metadata_props.append(onnx.StringStringEntryProto(key=full, value=text))
-
-
-def base_metadata(inputs: list[dict], precision: str, preprocess: dict, source_sha256: str) -> dict:
-    """The metadata every artifact carries (ONNX metadata_props, pt2 package metadata, engine sidecar)."""
-    return {
-        "schema": METADATA_SCHEMA,
-        "version": __version__,
-        "precision": precision,
-        "labels": list(EMOTIONS),
-        "inputs": inputs,
-        "preprocess": preprocess,
-        "source_sha256": source_sha256,
-    }
-
-
-def read_metadata(path_or_model) -> dict:
-    """``cfnsr.*`` metadata of an ONNX file, JSON values decoded (contract: schema, version, precision, labels,
-    inputs, preprocess, source_sha256, and calibration for int8)."""
-    if isinstance(path_or_model, onnx.ModelProto):
-        model = path_or_model
-    else:
-        path = Path(path_or_model)
-        if not path.is_file():
-            raise ArtifactError(f"{path} does not exist")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as e:
-            raise ArtifactError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e})") from e
-    return decode_metadata((p.key, p.value) for p in model.metadata_props)
 
 
 def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

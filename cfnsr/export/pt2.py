@@ -20,28 +20,25 @@ from pathlib import Path
 
 import torch
 
+from ..artifact import OUTPUT_NAME, encode_metadata, tensor_entry
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path
+from ..lazy import cuda_available
 from ..model.network import CFNSR
-from .onnx_graph import OUTPUT_NAME, decode_metadata, encode_metadata
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_MAX_BATCH = 64
 
 
-def tensor_spec(model: CFNSR) -> list[dict]:
-    """The same ``inputs`` entry ONNX files carry, with ``batch`` as the dynamic axis."""
+def input_spec(model: CFNSR) -> list[dict]:
+    """The ``inputs`` metadata entry ONNX files carry (``onnx_graph.input_spec``), with ``batch`` as the dynamic
+    axis."""
     from ..model.summary import example_inputs
 
     video, audio = example_inputs(model.config, batch=1)
-    return [
-        {"name": "video", "kind": "input", "shape": ["batch", *video.shape[1:]], "dtype": "float32",
-         "layout": "NCTHW"},
-        {"name": "audio", "kind": "input", "shape": ["batch", *audio.shape[1:]], "dtype": "float32",
-         "layout": "NCL (MFCC bins x frames)"},
-        {"name": OUTPUT_NAME, "kind": "output", "shape": ["batch", model.config.num_classes], "dtype": "float32",
-         "layout": "NK (RAVDESS emotion ids)"},
-    ]
+    return [tensor_entry("video", "input", ["batch", *video.shape[1:]]),
+            tensor_entry("audio", "input", ["batch", *audio.shape[1:]]),
+            tensor_entry(OUTPUT_NAME, "output", ["batch", model.config.num_classes])]
 
 
 def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: str = "cpu",
@@ -51,7 +48,7 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
 
     if device not in DEVICES:
         raise CfnsrError(f"--device must be one of {DEVICES} for a pt2 package, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not cuda_available():
         raise CfnsrError("a cuda pt2 package is compiled on the GPU it targets, and no CUDA GPU is visible here")
     if max_batch < 2:
         raise CfnsrError(f"max_batch must be at least 2 (got {max_batch}); the batch axis is dynamic")
@@ -78,16 +75,6 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     return path
 
 
-def read_package_metadata(loaded) -> dict:
-    """``cfnsr.*`` entries of a loaded package, JSON values decoded, plus torch's own ``AOTI_*`` entries."""
-    entries = loaded.get_metadata()
-    out = decode_metadata(entries.items())
-    out["aoti"] = {k: v for k, v in entries.items() if k.startswith("AOTI_")}
-    if "inputs" not in out:
-        raise ArtifactError("the package carries no cfnsr metadata (was it written by `cfnsr export --format pt2`?)")
-    return out
-
-
 def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeout: float = 1800):
     """Logits of ``package`` on numpy inputs, computed in a fresh Python process.
 
@@ -104,7 +91,7 @@ def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeo
         np.save(paths[0], np.ascontiguousarray(video, np.float32))
         np.save(paths[1], np.ascontiguousarray(audio, np.float32))
         code = ("import sys, numpy as np; from cfnsr.engines.runners import AotiRunner; "
-                "from cfnsr.export.gate import batched; v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); "
+                "from cfnsr.engines.accuracy import batched; v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); "
                 "r = AotiRunner(sys.argv[1]).activate(); np.save(sys.argv[4], batched(r, v, a, int(sys.argv[5])))")
         done = subprocess.run([sys.executable, "-c", code, str(package), *map(str, paths), str(batch)],
                               capture_output=True, text=True, timeout=timeout)

@@ -91,7 +91,8 @@ def check(model: onnx.ModelProto) -> Readiness:
         if weight and consts[n.input[0]].ndim > 1 and scale.size > 1:
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
             if consts[n.input[0]].shape[axis] != scale.size:
-                r.problems.append(f"DequantizeLinear {n.name}: {scale.size} per-channel scales do not match axis {axis} "
+                r.problems.append(f"DequantizeLinear {n.name}: {scale.size} per-channel scales do not match "
+                                  f"axis {axis} "
                                   f"of weight {n.input[0]} {consts[n.input[0]].shape}")
     lint = fusion_lint(model)
     r.problems.extend(lint.problems)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..artifact import EMOTIONS  # noqa: F401  (the labels live in the artifact layer; re-exported here)
+from ..errors import CfnsrError
 from ..serial import JsonDataclass
-
-# The eight RAVDESS emotions in label-id order (file-name code minus one).
-EMOTIONS: tuple[str, ...] = (
-    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
-)
 
 
 @dataclass(frozen=True)
@@ -53,14 +50,14 @@ class ModelConfig(JsonDataclass):
 
     def __post_init__(self) -> None:
         if self.embed_dim != self.audio_channels[2]:
-            raise ValueError(
+            raise CfnsrError(
                 f"embed_dim ({self.embed_dim}) must equal the audio branch's last width audio_channels[2] "
                 f"({self.audio_channels[2]}): the transformer runs over the audio feature sequence"
             )
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+            raise CfnsrError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if min(self.planes) < 32:
-            raise ValueError(f"planes {self.planes}: each must be >= 32 (group width is planes // 32)")
+            raise CfnsrError(f"planes {self.planes}: each must be >= 32 (group width is planes // 32)")
 
     @property
     def video_features(self) -> int:
@@ -118,7 +115,7 @@ def get_config(name: str, **overrides) -> ModelConfig:
     try:
         cfg = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model configuration {name!r}; choose one of {list_configs()}") from None
+        raise CfnsrError(f"unknown model configuration {name!r}; choose one of {list_configs()}") from None
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -10,9 +10,9 @@ from ..data.cache import FeatureCache
 from ..data.dataset import CacheDataset
 from ..data.splits import Split
 from ..errors import CfnsrError
+from ..metrics import classification_metrics
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from ..reports import write_metrics_report
-from .metrics import classification_metrics
 from .trainer import predict
 
 MSAF_NOTE = ("MSAF protocol: the epoch was chosen on these same held-out actors, as the published 74.86% / 75.76% "
@@ -29,7 +29,7 @@ def evaluate_checkpoint(path: str | Path, cache: FeatureCache, actors=None, zero
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, str(path))
     cache.check_model(model.config)
-    split = Split.from_dict(ckpt["split"]) if ckpt.get("split") else None
+    split = Split.of_checkpoint(ckpt)
     if actors is None:
         if split is None:
             raise CfnsrError(f"{path} records no split; name the actors to evaluate on")

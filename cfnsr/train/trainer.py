@@ -34,10 +34,10 @@ from ..data.dataset import CacheDataset, make_loader
 from ..data.splits import Split, make_split
 from ..errors import CfnsrError
 from ..fileio import write_json, write_text
+from ..metrics import classification_metrics
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.network import CFNSR, AudioBranch, VideoBranch
-from .metrics import classification_metrics
 
 
 @dataclass
@@ -194,11 +194,67 @@ class StageContext:
     device: torch.device
     meta: dict = field(default_factory=dict)
     progress: bool = True
-    stop_after: int | None = None  # stop after this many epochs in this process (tests: a simulated kill)
+    # Called on every rank after each finished (saved) epoch as on_epoch_end(stage_name, epoch); an application
+    # stops the run cleanly by raising from it, and ``--resume`` continues where it stopped.
+    on_epoch_end: Callable[[str, int], None] | None = None
+
+
+def _restore(last: Path, model: nn.Module, opt, sched, device: torch.device) -> tuple[list, dict, int]:
+    """(history, best, epochs done) from ``last.pt`` when a killed or stopped stage left one; a fresh start else."""
+    if not last.exists():
+        return [], {"val_top1": -1.0, "epoch": 0}, 0
+    state = load_checkpoint(last)
+    model.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state.get("scheduler"):
+        sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return state["history"], state["best"], state["epoch"]
+
+
+def _distribute(model: nn.Module, train_ds, ctx: StageContext):
+    """(the module to train, the sampler): DistributedDataParallel and a DistributedSampler under torchrun."""
+    d, device = ctx.dist, ctx.device
+    if d.world <= 1:
+        return model, None
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data.distributed import DistributedSampler
+
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return net, DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=ctx.tc.seed)
+
+
+def _train_epoch(net, loader, opt, scaler, dtype, device: torch.device, bar_desc: str, show: bool) -> dict:
+    """One pass over ``loader``; returns the epoch's mean loss and train top-1."""
+    from tqdm import tqdm
+
+    net.train()
+    losses, correct, seen = [], 0, 0
+    bar = tqdm(loader, desc=bar_desc, unit="batch", disable=not show, leave=False)
+    for video, audio, label in bar:
+        video, audio, label = (t.to(device, non_blocking=True) for t in (video, audio, label))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(video, audio)
+            loss = F.cross_entropy(logits.float(), label)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.item())
+        correct += (logits.argmax(1) == label).sum().item()
+        seen += len(label)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
+    return {"train_loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1)}
 
 
 def run_stage(stage: Stage, ctx: StageContext) -> dict:
-    """Train one stage to its last epoch (continuing from ``last.pt`` when present); returns its best record."""
+    """Train one stage to its last epoch (continuing from ``last.pt`` when present); returns its best record.
+
+    Per epoch: train (DDP under torchrun), then on rank 0 evaluate, keep ``best.pt``, write ``last.pt`` and
+    ``metrics.csv``; then every rank meets at a barrier and ``ctx.on_epoch_end`` runs.
+    """
     from tqdm import tqdm
 
     tc, d, device = ctx.tc, ctx.dist, ctx.device
@@ -207,20 +263,8 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict:
     model = stage.model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=stage.epochs) if tc.scheduler == "cosine" else None
-    history: list[dict] = []
-    best: dict = {"val_top1": -1.0, "epoch": 0}
-    start = 0
     last = out / "last.pt"
-    if last.exists():
-        state = load_checkpoint(last)
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        history, best, start = state["history"], state["best"], state["epoch"]
+    history, best, start = _restore(last, model, opt, sched, device)
     if start >= stage.epochs:
         return best
 
@@ -231,44 +275,20 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict:
     train_ds = CacheDataset(ctx.cache, ctx.split.train, train=True, seed=tc.seed)
     val_ds = CacheDataset(ctx.cache, ctx.split.val)
     test_ds = CacheDataset(ctx.cache, ctx.split.test) if ctx.split.test != ctx.split.val else None
-    net = model
-    sampler = None
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data.distributed import DistributedSampler
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=tc.seed)
+    net, sampler = _distribute(model, train_ds, ctx)
     per_rank_batch = max(1, tc.batch_size // d.world)
 
-    ran = 0
     for epoch in range(start + 1, stage.epochs + 1):
         train_ds.set_epoch(epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = make_loader(train_ds, per_rank_batch, shuffle=True, sampler=sampler, workers=tc.workers,
                              pin_memory=device.type == "cuda", seed=tc.seed * 1000 + epoch)
-        net.train()
-        losses, correct, seen = [], 0, 0
-        bar = tqdm(loader, desc=f"{stage.name} epoch {epoch}/{stage.epochs}", unit="batch",
-                   disable=not (ctx.progress and d.main), leave=False)
-        for video, audio, label in bar:
-            video, audio, label = (t.to(device, non_blocking=True) for t in (video, audio, label))
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = net(video, audio)
-                loss = F.cross_entropy(logits.float(), label)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(loss.item())
-            correct += (logits.argmax(1) == label).sum().item()
-            seen += len(label)
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
+        row = {"epoch": epoch, **_train_epoch(net, loader, opt, scaler, dtype, device,
+                                              f"{stage.name} epoch {epoch}/{stage.epochs}", ctx.progress and d.main),
+               "lr": opt.param_groups[0]["lr"]}
         if sched is not None:
             sched.step()
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_top1": correct / max(seen, 1),
-               "lr": opt.param_groups[0]["lr"]}
         if d.main:
             val = classification_metrics(*predict(model, val_ds, device=device, autocast=dtype))
             row.update(val_top1=val["top1"], val_top2=val["top2"], val_top4=val["top4"])
@@ -294,9 +314,8 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict:
                 msg += f" test {100 * test['top1']:.1f}%"
             tqdm.write(msg + (" (best)" if improved else ""))
         d.barrier()
-        ran += 1
-        if ctx.stop_after is not None and ran >= ctx.stop_after:
-            raise KeyboardInterrupt(f"stopped after {ran} epochs (stop_after)")
+        if ctx.on_epoch_end is not None:
+            ctx.on_epoch_end(stage.name, epoch)
     if d.world > 1:  # every rank needs the best record; rank 0 has it on disk
         best = load_checkpoint(last)["best"]
     return best
@@ -304,30 +323,36 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict:
 
 # ------------------------------------------------------------------------------------------- one fold
 def train_fold(cache: FeatureCache, model_config: ModelConfig, run_dir: str | Path, fold: int, tc: TrainConfig,
-               progress: bool = True, stop_after: int | None = None, init: Callable[[CFNSR], None] | None = None,
-               ) -> dict:
-    """Train fold ``fold`` (1-based) into ``run_dir/fold{fold}``; returns the best record of the fused stage."""
+               progress: bool = True, init: Callable[[CFNSR], None] | None = None,
+               on_epoch_end: Callable[[str, int], None] | None = None) -> dict:
+    """Train fold ``fold`` (1-based) into ``run_dir/fold{fold}``; returns the best record of the fused stage.
+
+    ``on_epoch_end(stage, epoch)`` runs after every saved epoch (see ``StageContext``)."""
     cache.check_model(model_config)
     d = init_distributed()
     device = pick_device(tc.device, d)
     split = make_split(cache.actors, tc.protocol, fold, tc.folds)
     fold_dir = Path(run_dir) / f"fold{fold}"
     meta = {"split": split.to_dict(), "cache_hash": cache.hash, "train_config": asdict(tc), "git_commit": _git_commit()}
-    ctx = StageContext(cache, split, tc, d, device, meta, progress, stop_after)
+    ctx = StageContext(cache, split, tc, d, device, meta, progress, on_epoch_end)
 
     torch.manual_seed(tc.seed + fold)
     model = CFNSR(model_config)
     if init is not None:
         init(model)
     if tc.unimodal_epochs > 0:
-        for name, cls in (("video", VideoOnly), ("audio", AudioOnly)):
-            uni = cls(model_config)
-            run_stage(Stage(name, uni, fold_dir / f"pretrain_{name}", tc.unimodal_epochs), ctx)
-            best = load_checkpoint(fold_dir / f"pretrain_{name}" / "best.pt")["state_dict"]
-            branch = {k[len(name) + 1:]: v for k, v in best.items() if k.startswith(name + ".")}
-            getattr(model, name).load_state_dict(branch)
-    best = run_stage(Stage("fused", model, fold_dir, tc.epochs), ctx)
-    return best
+        pretrain_unimodal(model, fold_dir, ctx)
+    return run_stage(Stage("fused", model, fold_dir, tc.epochs), ctx)
+
+
+def pretrain_unimodal(model: CFNSR, fold_dir: Path, ctx: StageContext) -> None:
+    """The published recipe's first stages: the video ResNeXt and the audio MFCCNet trained alone, each with its
+    own classifier; their best weights initialise the fused network's branches."""
+    for name, cls in (("video", VideoOnly), ("audio", AudioOnly)):
+        run_stage(Stage(name, cls(model.config), fold_dir / f"pretrain_{name}", ctx.tc.unimodal_epochs), ctx)
+        best = load_checkpoint(fold_dir / f"pretrain_{name}" / "best.pt")["state_dict"]
+        branch = {k[len(name) + 1:]: v for k, v in best.items() if k.startswith(name + ".")}
+        getattr(model, name).load_state_dict(branch)
 
 
 def start_run(run_dir: str | Path, cache: FeatureCache, model_config: ModelConfig, tc: TrainConfig, resume: bool,

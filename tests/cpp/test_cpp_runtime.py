@@ -97,7 +97,7 @@ def _save(folder: Path, video, audio) -> list[str]:
 def held_out(tiny_cache, trained_tiny):
     """Five held-out clips of the trained model's test actors."""
     from cfnsr.data.splits import Split
-    from cfnsr.export.gate import held_out_arrays
+    from cfnsr.engines.accuracy import held_out_arrays
     from cfnsr.model.checkpoint import load_checkpoint
 
     split = Split.from_dict(load_checkpoint(trained_tiny)["split"])
@@ -209,7 +209,8 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     from cfnsr.export.onnx_graph import read_metadata
 
     sidecar = {"format": "cfnsr-engine", "tensorrt_version": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
-               "profile": {"batch": [1, 1, 8]}, "source_onnx": str(fp32_onnx.path), "cfnsr": read_metadata(fp32_onnx.path)}
+               "profile": {"batch": [1, 1, 8]}, "source_onnx": str(fp32_onnx.path),
+               "cfnsr": read_metadata(fp32_onnx.path)}
     Path(str(engine) + ".json").write_text(json.dumps({**sidecar, "cfnsr": {**sidecar["cfnsr"], "schema": 3}}))
     rc, _, err = infer(cpp, engine, *good)
     assert rc == STATUS["version_mismatch"] and "schema 3" in err

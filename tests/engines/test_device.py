@@ -66,7 +66,8 @@ def test_mixed_devices_are_said_in_the_report_header(monkeypatch, tmp_path):
         def __call__(self, v, a):
             return np.zeros((v.shape[0], 8), np.float32)
 
-    monkeypatch.setattr(bench_mod, "load", lambda path, backend, **o: Fake("cuda" if path.suffix == ".engine" else "cpu"))
+    monkeypatch.setattr(bench_mod, "load",
+                        lambda path, backend, **o: Fake("cuda" if path.suffix == ".engine" else "cpu"))
     monkeypatch.setattr(bench_mod, "device_options", lambda *a: {})
     entries = [bench_mod.Entry("ref", tmp_path / "m.pt", "torch"), bench_mod.Entry("engine", tmp_path / "m.engine")]
     report = bench_mod.bench(entries, (1,), warmup=0, iters=2, log=lambda *a: None)

@@ -72,7 +72,8 @@ def test_int8_runners_agree_with_torch(backend, int8_onnx, tiny_cache, trained_t
 def test_inputs_are_checked_with_clear_messages(fp32_onnx):
     video, audio = _inputs(2)
     with load(fp32_onnx.path) as r:
-        with pytest.raises(InputError, match=r"input 'video': got shape \(2, 3, 20, 32, 32\), expected float32\[N, 3, 20, 64, 64\]"):
+        with pytest.raises(InputError, match=r"input 'video': got shape \(2, 3, 20, 32, 32\), "
+                                             r"expected float32\[N, 3, 20, 64, 64\]"):
             r(video[..., :32, :32], audio)
         with pytest.raises(InputError, match="input 'audio': got dtype float64, expected float32"):
             r(video, audio.astype(np.float64))
@@ -194,7 +195,8 @@ def test_predict_errors_say_what_was_tried(tmp_path, fp32_onnx, video_without_au
     assert "no face found" in res.output and "landmark file (none found)" in res.output and "Haar" in res.output
     res = CliRunner().invoke(main, ["predict", str(lone), "--model", str(fp32_onnx.path), "--allow-center-crop"])
     assert res.exit_code == 0 and "face: center" in res.output
-    res = CliRunner().invoke(main, ["predict", str(video_without_audio), "--model", str(fp32_onnx.path), "--allow-center-crop"])
+    res = CliRunner().invoke(main, ["predict", str(video_without_audio), "--model", str(fp32_onnx.path),
+                                    "--allow-center-crop"])
     assert res.exit_code == 1 and "has no audio track" in res.output
 
 

@@ -56,7 +56,8 @@ def test_config_has_the_batch_profile_workspace_and_no_precision_flags(trt_enums
     assert not (cfg.fp16 or cfg.int8 or cfg.bf16 or cfg.fp8 or cfg.tf32) and cfg.calibrator is None
     assert not cfg.version_compatible and cfg.hardware_compatibility_level is None
     compat = engine_mod.config_loader(SHAPES, BuildOptions(version_compatible=True, hardware_compatible=True))
-    assert compat.version_compatible and compat.hardware_compatibility_level == trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert compat.version_compatible
+    assert compat.hardware_compatibility_level == trt.HardwareCompatibilityLevel.AMPERE_PLUS
 
 
 def test_profile_refuses_other_dynamic_axes(trt_enums):
@@ -76,7 +77,8 @@ def test_build_options_are_checked_and_dla_is_refused():
 
 def test_timing_cache_is_keyed_by_device_and_a_refused_one_is_not_used(tmp_path):
     a = engine_mod.timing_cache_file(tmp_path, {"gpu": "Orin (nvgpu)", "compute_capability": "8.7"}, "10.3.0.30")
-    b = engine_mod.timing_cache_file(tmp_path, {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}, "10.3.0.30")
+    h100 = {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    b = engine_mod.timing_cache_file(tmp_path, h100, "10.3.0.30")
     c = engine_mod.timing_cache_file(tmp_path, {"gpu": "Orin (nvgpu)", "compute_capability": "8.7"}, "10.16.0")
     assert len({a, b, c}) == 3 and a.name == "timing-orin-nvgpu-sm87-trt10.3.0.30.cache"
 

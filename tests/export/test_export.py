@@ -7,9 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from cfnsr.cli import main
+from cfnsr.engines import load
+from cfnsr.engines.accuracy import GateThresholds
 from cfnsr.errors import CfnsrError, CheckpointError, DataError, MissingDependencyError
 from cfnsr.export import readiness
-from cfnsr.engines import load
 from cfnsr.export.onnx_graph import read_metadata
 from cfnsr.export.pipeline import ExportOptions, export
 from cfnsr.model import EMOTIONS, load_checkpoint, load_model
@@ -219,7 +220,8 @@ def test_calibration_never_uses_evaluation_actors(tiny_cache, trained_tiny):
 
 def test_readiness_catches_unsupported_ops_and_infinities(fp32_onnx):
     g = onnx.load(fp32_onnx.path)
-    g.graph.node.append(onnx.helper.make_node("DynamicQuantizeLinear", ["audio"], ["dq", "dqs", "dqz"], name="planted_dql"))
+    g.graph.node.append(onnx.helper.make_node("DynamicQuantizeLinear", ["audio"], ["dq", "dqs", "dqz"],
+                                              name="planted_dql"))
     g.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0.0, -np.inf], np.float32), "planted_mask"))
     r = readiness.check(g)
     assert not r.ok
@@ -255,7 +257,7 @@ def test_failed_gate_keeps_a_failed_file_and_explains(trained_tiny, tiny_cache, 
     out = tmp_path / "m.int8.onnx"
     res = CliRunner().invoke(main, ["export", str(trained_tiny), "--precision", "int8", "--calib-data",
                                     str(tiny_cache.root), "--calib-clips", "16", "--calib-method", "minmax",
-                                    "--gate-clips", "16", "--min-agreement", "1.01", "-o", str(out)])
+                                    "--gate-clips", "16", "--max-abs-logit", "1e-6", "-o", str(out)])
     assert res.exit_code == 3, res.output
     assert not out.exists() and (tmp_path / "m.int8.FAILED.onnx").exists()
     assert "accuracy gate failed" in res.output and "--int8-scope no-stem" in res.output
@@ -288,7 +290,7 @@ def test_paper_size_export_all_precisions(tmp_path):
     for precision in ("fp32", "fp16", "int8"):
         opts = ExportOptions(precision, tmp_path / f"paper.{precision}.onnx", fmt="onnx", data=tmp_path / "cache",
                              calib_clips=4, gate_clips=4, progress=False,
-                             thresholds={"min_agreement": 0.0, "max_accuracy_drop_points": 100.0}
+                             thresholds=GateThresholds(min_agreement=0.0, max_accuracy_drop_points=100.0)
                              if precision == "int8" else {})
         res = export(ckpt, opts, **QUIET)
         assert res.passed, res.report["gate"]
@@ -319,8 +321,9 @@ def test_fusion_lint_violations_fail_the_export_unless_no_trt_check(trained_tiny
         export(trained_tiny, ExportOptions("fp32", out, fmt="onnx", progress=False), **QUIET)
     assert not out.exists()
     # The planted int8 input moves the logits past the fp32 gate's 1e-3, so the gate is opened: this checks the lint.
+    opened = GateThresholds(max_abs_logit=100.0, min_agreement=0.0)
     res = export(trained_tiny, ExportOptions("fp32", out, fmt="onnx", progress=False, check_trt=False,
-                                             thresholds={"max_abs_logit": 100.0, "min_agreement": 0.0}), **QUIET)
+                                             thresholds=opened), **QUIET)
     assert res.path == out and out.exists()
     problems = res.report["tensorrt_readiness"]["problems"]
     assert not res.report["tensorrt_readiness"]["ok"] and any("weight input" in p for p in problems)

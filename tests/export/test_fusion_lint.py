@@ -1,7 +1,6 @@
 """The TensorRT fusion lint on small hand-built graphs: each breaks one rule, and the lint must name the node."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 

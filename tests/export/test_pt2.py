@@ -17,9 +17,22 @@ def test_pt2_is_fp32_only():
             resolve("pt2", precision)
 
 
-def test_pt2_options_refused_for_onnx(trained_tiny, tmp_path):
-    with pytest.raises(CfnsrError, match="--format pt2 only"):
-        export(trained_tiny, ExportOptions("fp32", tmp_path / "m.onnx", fmt="onnx", max_batch=16), log=lambda *a: None)
+def test_options_a_format_or_precision_does_not_take_are_refused(trained_tiny, tmp_path):
+    """The formats table says which options each format takes; anything else is refused in one place, never
+    ignored."""
+    cases = [
+        (ExportOptions("fp32", tmp_path / "m.onnx", fmt="onnx", max_batch=16),
+         "--max-batch does not apply to --format onnx"),
+        (ExportOptions("fp32", tmp_path / "m.pt2", fmt="pt2", check_trt=False),
+         "--no-trt-check does not apply to --format pt2"),
+        (ExportOptions("fp32", tmp_path / "m.pt2", fmt="pt2", calib_method="minmax"), "--calib-method does not apply"),
+        (ExportOptions("fp16", tmp_path / "m.onnx", fmt="onnx", int8_scope="no-stem"),
+         "--int8-scope applies to --precision int8 only"),
+    ]
+    for opts, message in cases:
+        with pytest.raises(CfnsrError, match=message):
+            export(trained_tiny, opts, log=lambda *a: None)
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_pt2_refuses_cuda_without_gpu(trained_tiny, tmp_path):

@@ -110,7 +110,8 @@ def test_cli_import_original_and_refuses_to_overwrite(tmp_path, tiny_model, tiny
     res = runner.invoke(main, ["import-original", "--fused", str(src), "-o", str(tmp_path / "x.pt")])
     assert res.exit_code != 0 and "does not match the published CFN-SR layout for configuration 'cfn-sr'" in res.output
     assert not (tmp_path / "x.pt").exists()
-    res = runner.invoke(main, ["import-original", "--fused", str(src), "--video", str(src), "-o", str(tmp_path / "y.pt")])
+    res = runner.invoke(main, ["import-original", "--fused", str(src), "--video", str(src),
+                               "-o", str(tmp_path / "y.pt")])
     assert res.exit_code == 2 and "either --fused, or both --video and --audio" in res.output
 
 

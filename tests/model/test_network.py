@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cfnsr.errors import CfnsrError
 from cfnsr.model import create_model, get_config, list_configs
 from cfnsr.model.config import ModelConfig
 from cfnsr.model.network import MASK_VALUE
@@ -103,11 +104,11 @@ def test_config_round_trip_and_errors():
     for name in list_configs():
         cfg = get_config(name)
         assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="unknown model configuration 'nope'"):
+    with pytest.raises(CfnsrError, match="unknown model configuration 'nope'"):
         get_config("nope")
-    with pytest.raises(ValueError, match="unknown ModelConfig fields"):
+    with pytest.raises(CfnsrError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"bogus": 1})
-    with pytest.raises(ValueError, match="embed_dim"):
+    with pytest.raises(CfnsrError, match="embed_dim"):
         ModelConfig(embed_dim=32)
 
 

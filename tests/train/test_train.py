@@ -81,8 +81,11 @@ def test_metrics_log_and_checkpoints(trained_tiny):
 def test_resume_reproduces_the_uninterrupted_run(small_cache, tiny_config, tmp_path):
     tc = TrainConfig(epochs=3, **TINY)
     train_fold(small_cache, tiny_config, tmp_path / "a", 1, tc, progress=False)
+    def stop(stage, epoch):  # what an application's Ctrl-C handler would do, through the public callback
+        raise KeyboardInterrupt(f"stopped after {stage} epoch {epoch}")
+
     with pytest.raises(KeyboardInterrupt):
-        train_fold(small_cache, tiny_config, tmp_path / "b", 1, tc, progress=False, stop_after=1)
+        train_fold(small_cache, tiny_config, tmp_path / "b", 1, tc, progress=False, on_epoch_end=stop)
     assert load_checkpoint(tmp_path / "b" / "fold1" / "last.pt")["epoch"] == 1
     train_fold(small_cache, tiny_config, tmp_path / "b", 1, tc, progress=False)
     a = load_checkpoint(tmp_path / "a" / "fold1" / "last.pt")
@@ -90,7 +93,8 @@ def test_resume_reproduces_the_uninterrupted_run(small_cache, tiny_config, tmp_p
     for k, v in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=0, msg=k)
     assert a["history"] == b["history"]
-    assert (tmp_path / "b" / "fold1" / "metrics.csv").read_text() == (tmp_path / "a" / "fold1" / "metrics.csv").read_text()
+    metrics_csv = [(tmp_path / run / "fold1" / "metrics.csv").read_text() for run in ("a", "b")]
+    assert metrics_csv[0] == metrics_csv[1]
 
 
 def test_unimodal_pretraining_initialises_the_fused_model(small_cache, tiny_config, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.config import EMOTIONS
+from .artifact import EMOTIONS
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -1,0 +1,65 @@
+"""The layers point one way: artifact <- engines <- export <- cli; data and artifact import no torch."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "cfnsr"
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Absolute names of the cfnsr modules and third-party packages ``path`` imports (anywhere in the file, or only
+    at module level)."""
+    tree = ast.parse(path.read_text())
+    module = ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.add(name)
+            out |= {f"{name}.{a.name}" for a in node.names}
+    return out
+
+
+def _modules(sub: str):
+    return sorted((PKG / sub).rglob("*.py")) if (PKG / sub).is_dir() else [PKG / f"{sub}.py"]
+
+
+def test_engines_never_import_export_or_train():
+    for path in _modules("engines"):
+        bad = {i for i in _imports(path) if i.startswith(("cfnsr.export", "cfnsr.train"))}
+        assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_artifact_and_data_import_no_torch_at_import_time():
+    for path in _modules("data") + _modules("artifact") + _modules("metrics"):
+        top = _imports(path, top_level_only=True)
+        assert not {i for i in top if i.split(".")[0] == "torch"}, f"{path.relative_to(PKG)} imports torch"
+        assert not {i for i in top if i.startswith(("cfnsr.model", "cfnsr.export", "cfnsr.train", "cfnsr.engines"))}, \
+            f"{path.relative_to(PKG)} imports a higher layer"
+
+
+def test_export_gate_does_not_import_train():
+    for path in _modules("export"):
+        assert not {i for i in _imports(path) if i.startswith("cfnsr.train")}, f"{path.relative_to(PKG)} imports train"
+
+
+def test_cli_without_torch():
+    """`cfnsr synth-ravdess --help` and `cfnsr info` in an environment where torch cannot be imported."""
+    block = "import sys; sys.modules['torch'] = None; from cfnsr.cli import main; main([{args}])"
+    r = subprocess.run([sys.executable, "-c", block.format(args="'synth-ravdess', '--help'")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "--actors" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-c", block.format(args="'info'")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "torch" in r.stdout and "Traceback" not in r.stdout + r.stderr
