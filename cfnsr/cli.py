@@ -12,7 +12,8 @@ from .errors import CfnsrError
 
 
 class Group(click.Group):
-    """Turns CfnsrError into a one-line message and its exit code, not a traceback."""
+    """Turns CfnsrError, and the operating system's refusals (a read-only folder, a full disk), into a one-line
+    message and a non-zero exit, not a traceback."""
 
     def invoke(self, ctx):
         try:
@@ -20,6 +21,73 @@ class Group(click.Group):
         except CfnsrError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:  # ENOSPC, EACCES, EROFS... while reading or writing
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            click.secho(f"error: cannot access{where}: {e.strerror or e}", fg="red", err=True)
+            ctx.exit(1)
+
+
+# ----------------------------------------------------------------------------------- option types (parse time)
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: FloatRange alone lets NaN through (it fails every comparison)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(rv, param, ctx)
+
+
+class PositiveIntList(click.ParamType):
+    """Comma-separated positive integers, e.g. ``1,4,16``."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(int(x) for x in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers (e.g. 1,4,16)", param, ctx)
+        if not out or any(x < 1 for x in out):
+            self.fail(f"{value!r}: every entry must be a positive integer", param, ctx)
+        return out
+
+
+def _config_name(ctx, param, value):
+    """--config: a known configuration name, checked before any work (and before torch is imported)."""
+    known = ("cfn-sr", "cfn-sr-tiny")
+    if value not in known:
+        raise click.BadParameter(f"unknown configuration {value!r}; choose one of {', '.join(known)}")
+    return value
+
+
+def _torch_device(ctx, param, value):
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise click.BadParameter(f"{value!r}: use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def check_writable_early(path) -> None:
+    from .fileio import probe_writable
+
+    probe_writable(path)
+
+
+def refuse_overwriting_inputs(outputs, inputs) -> None:
+    """Raise when an output path is one of the inputs (same path, or the same file through a link)."""
+    from .fileio import check_not_inputs
+
+    check_not_inputs(outputs, inputs)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +154,8 @@ def summary(model: str, no_flops: bool, as_json: bool) -> None:
               help="Published unimodal ResNeXt checkpoint (fold_N_resnext50_best.pth).")
 @click.option("--audio", type=click.Path(dir_okay=False),
               help="Published unimodal MFCCNet checkpoint (fold_N_mfccNet_best.pth).")
-@click.option("--config", "config_name", default="cfn-sr", show_default=True, help="Model configuration.")
+@click.option("--config", "config_name", default="cfn-sr", show_default=True, callback=_config_name,
+              help="Model configuration.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="cfnsr checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def import_original(fused, video, audio, config_name, output, force) -> None:
@@ -104,6 +173,7 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
         raise click.UsageError("give either --fused, or both --video and --audio")
     if not fused and not (video and audio):
         raise click.UsageError("--video and --audio go together")
+    refuse_overwriting_inputs([output], [fused, video, audio])
     check_writable(output, force)
     cfg = get_config(config_name)
     if fused:
@@ -120,9 +190,10 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
 # ------------------------------------------------------------------------------------------------ data
 @main.command("synth-ravdess")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--actors", default=8, show_default=True, help="Number of actors (1-24), 60 speech clips each.")
+@click.option("--actors", default=8, show_default=True, type=click.IntRange(1, 24),
+              help="Number of actors (1-24), 60 speech clips each.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Parallel processes.")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Parallel processes.")
 @click.option("--force", is_flag=True, help="Write into a folder that already has clips.")
 def synth_ravdess(out, actors, seed, workers, force) -> None:
     """Write a synthetic data set in RAVDESS's exact layout (mp4 clips with audio, landmark CSVs)."""
@@ -138,7 +209,7 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
 @click.argument("raw_dir", type=click.Path(file_okay=False))
 @click.option("-o", "--output", "cache_dir", required=True, type=click.Path(file_okay=False),
               help="Feature cache folder (created; an unfinished one is continued).")
-@click.option("--config", "config_name", default="cfn-sr", show_default=True,
+@click.option("--config", "config_name", default="cfn-sr", show_default=True, callback=_config_name,
               help="Model configuration whose input size the features take (frames, face size).")
 @click.option("--msaf-compat", is_flag=True,
               help="Crop faces from the frame squashed to the face size first, as MSAF did "
@@ -147,38 +218,43 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
               help="Channel order the model sees; MSAF/CFN-SR checkpoints were trained on BGR.")
 @click.option("--song", is_flag=True, help="Also take the song clips (speech only by default).")
 @click.option("--no-detector", is_flag=True, help="Without a landmark file, centre-crop instead of detecting the face.")
-@click.option("--workers", default=2, show_default=True, help="Parallel processes.")
-def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers) -> None:
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Parallel processes.")
+@click.option("--force", is_flag=True, help="Write into a folder that holds something other than this cache.")
+def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers,
+               force) -> None:
     """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
     from .data.cache import format_summary
     from .data.cache import preprocess as run
     from .data.spec import PreprocessSpec
     from .model import get_config
 
+    refuse_overwriting_inputs([cache_dir], [raw_dir])
     spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
-                   log=click.echo)
+                   log=click.echo, force=force)
     click.echo(format_summary(manifest))
 # ------------------------------------------------------------------------------------------------ training
 @main.command()
 @click.argument("cache_dir", type=click.Path(file_okay=False))
-@click.option("--config", "config_name", default="cfn-sr", show_default=True, help="Model configuration.")
+@click.option("--config", "config_name", default="cfn-sr", show_default=True, callback=_config_name,
+              help="Model configuration.")
 @click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--fold", default="1", show_default=True, help="Fold number, or 'all'.")
-@click.option("--folds", default=6, show_default=True, help="Number of actor folds.")
+@click.option("--fold", default="1", show_default=True, help="Fold number (1..--folds), or 'all'.")
+@click.option("--folds", default=6, show_default=True, type=click.IntRange(min=2), help="Number of actor folds.")
 @click.option("--protocol", type=click.Choice(["honest", "msaf"]), default="honest", show_default=True,
               help="honest: separate validation and test actors; msaf: the papers' protocol.")
-@click.option("--epochs", default=70, show_default=True)
-@click.option("--unimodal-epochs", default=0, show_default=True,
+@click.option("--epochs", default=70, show_default=True, type=POSITIVE)
+@click.option("--unimodal-epochs", default=0, show_default=True, type=NON_NEGATIVE,
               help="Pre-train the video and audio branches alone for this many epochs first (0: skip).")
-@click.option("--batch-size", default=16, show_default=True, help="Global batch size (split over torchrun processes).")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--batch-size", default=16, show_default=True, type=POSITIVE,
+              help="Global batch size (split over torchrun processes).")
+@click.option("--lr", default=1e-3, show_default=True, type=FiniteFloat(min=0, min_open=True))
+@click.option("--weight-decay", default=0.0, show_default=True, type=FiniteFloat(min=0))
 @click.option("--scheduler", type=click.Choice(["none", "cosine"]), default="none", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
               help="Mixed precision on GPU (auto: bf16 where supported, else fp16 with a scaler; off on CPU).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", default=2, show_default=True, help="DataLoader worker processes.")
+@click.option("--device", default="auto", show_default=True, callback=_torch_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, type=NON_NEGATIVE, help="DataLoader worker processes.")
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--init", "init_path", type=click.Path(dir_okay=False),
               help="Start the fused model from this cfnsr checkpoint (e.g. from `cfnsr import-original`).")
@@ -191,6 +267,11 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
     from .model import get_config, load_model
     from .train.trainer import TrainConfig, init_distributed, start_run, train_fold
 
+    if resume and force:
+        raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")
+    if fold != "all" and not (fold.isdigit() and 1 <= int(fold) <= folds):
+        raise click.BadParameter(f"{fold!r}: give a fold number 1..{folds} (--folds), or 'all'", param_hint="--fold")
+    refuse_overwriting_inputs([run_dir], [cache_dir, init_path])
     dist = init_distributed()
     cache = FeatureCache.open(cache_dir)
     cfg = get_config(config_name)
@@ -243,7 +324,8 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
                    "package (fp32) for the C++ runtime's libtorch backend.")
 @click.option("--calib-data", "--data", "data", type=click.Path(file_okay=False),
               help="Feature cache (cfnsr preprocess): int8 calibration clips and held-out clips for the accuracy gate.")
-@click.option("--calib-clips", default=256, show_default=True, help="Calibration clips (training actors only).")
+@click.option("--calib-clips", default=256, show_default=True, type=POSITIVE,
+              help="Calibration clips (training actors only).")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
               show_default=True, help="Activation ranges: min/max, KL-divergence (TensorRT's entropy), or the 99.999th "
               "percentile of |x|.")
@@ -251,14 +333,17 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
               default="all", show_default=True, help="What is quantized; the rest stays in --high-precision.")
 @click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Precision of what int8 leaves unquantized.")
-@click.option("--gate-clips", type=int, help="Held-out clips for the gate [default: all of the test actors].")
-@click.option("--min-agreement", type=float, help="Override the gate's top-1 agreement threshold (0-1).")
-@click.option("--max-accuracy-drop", type=float, help="Override the int8 gate's accuracy drop threshold (points).")
-@click.option("--max-abs-logit", type=float, help="Override the gate's largest |logit difference| (fp32: 1e-3).")
+@click.option("--gate-clips", type=POSITIVE, help="Held-out clips for the gate [default: all of the test actors].")
+@click.option("--min-agreement", type=FiniteFloat(0, 1), help="Override the gate's top-1 agreement threshold (0-1).")
+@click.option("--max-accuracy-drop", type=FiniteFloat(0, 100),
+              help="Override the int8 gate's accuracy drop threshold (points).")
+@click.option("--max-abs-logit", type=FiniteFloat(min=0, min_open=True),
+              help="Override the gate's largest |logit difference| (fp32: 1e-3).")
 @click.option("--no-trt-check", is_flag=True, help="Write the file even if the TensorRT readiness check fails.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
-@click.option("--max-batch", default=64, show_default=True, help="--format pt2: the largest batch it accepts.")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=2),
+              help="--format pt2: the largest batch it accepts.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
            gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, max_batch,
@@ -281,6 +366,7 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
                          thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
                          max_batch=max_batch)
+    refuse_overwriting_inputs([output], [checkpoint, data])
     result = run(checkpoint, opts, log=click.echo)
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
@@ -304,7 +390,7 @@ DEVICE_OPTION = click.option(
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine file [default: MODEL.engine].")
 @click.option("--batch", default="1,1,8", show_default=True,
               help="Optimisation profile of the batch axis: MIN,OPT,MAX.")
-@click.option("--workspace-mb", default=4096, show_default=True)
+@click.option("--workspace-mb", default=4096, show_default=True, type=POSITIVE)
 @click.option("--timing-cache", type=click.Path(file_okay=False),
               help="Folder of timing caches, one per GPU and TensorRT version, reused across builds on that device.")
 @click.option("--version-compatible", is_flag=True,
@@ -327,6 +413,7 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
         raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch")
     opts = BuildOptions(b, workspace_mb, Path(timing_cache) if timing_cache else None, version_compatible,
                         hardware_compatible, dla_core, layer_info)
+    refuse_overwriting_inputs([output], [onnx_path])
     build_engine(onnx_path, output, opts, force=force, log=click.echo)
 
 
@@ -335,12 +422,12 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--reference", required=True, type=click.Path(dir_okay=False), help="The PyTorch checkpoint.")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
 @click.option("--backend", type=BACKEND_CHOICE)
-@click.option("--clips", type=int, help="Held-out clips to use [default: all of the test actors].")
+@click.option("--clips", type=POSITIVE, help="Held-out clips to use [default: all of the test actors].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
               help="Gate to apply [default: the artifact's].")
-@click.option("--min-agreement", type=float)
-@click.option("--max-accuracy-drop", type=float)
-@click.option("--max-abs-logit", type=float)
+@click.option("--min-agreement", type=FiniteFloat(0, 1))
+@click.option("--max-accuracy-drop", type=FiniteFloat(0, 100))
+@click.option("--max-abs-logit", type=FiniteFloat(min=0, min_open=True))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON here.")
 @DEVICE_OPTION
 def validate(artifact, reference, data, backend, clips, precision, min_agreement, max_accuracy_drop, max_abs_logit,
@@ -352,6 +439,9 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
     from .fileio import write_json
 
     th = GateThresholds.from_options(min_agreement, max_accuracy_drop, max_abs_logit)
+    refuse_overwriting_inputs([json_path], [artifact, reference, data])
+    if json_path:
+        check_writable_early(json_path)
     result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo, device=device)
     if json_path:
         write_json(json_path, result.to_dict())
@@ -365,10 +455,10 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
               help="PyTorch checkpoint measured first, as the baseline of the ratios.")
 @click.option("--backend", "backends", multiple=True, type=BACKEND_CHOICE,
               help="Backend for all artifacts, or once per artifact.")
-@click.option("--batch", default="1", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--threads", type=int, help="CPU threads (pinned for every CPU backend).")
-@click.option("--warmup", default=3, show_default=True)
-@click.option("--iters", default=20, show_default=True)
+@click.option("--batch", default="1", show_default=True, type=PositiveIntList(), help="Comma-separated batch sizes.")
+@click.option("--threads", type=POSITIVE, help="CPU threads (pinned for every CPU backend).")
+@click.option("--warmup", default=3, show_default=True, type=NON_NEGATIVE)
+@click.option("--iters", default=20, show_default=True, type=POSITIVE)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
               help="JSON report; the Markdown and PNG are written beside it.")
 @DEVICE_OPTION
@@ -378,7 +468,10 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
     from .engines.bench import parse_entries, write_reports
 
     entries = parse_entries(list(artifacts), list(backends), reference)
-    batches = tuple(int(b) for b in batch.split(","))
+    refuse_overwriting_inputs([json_path, Path(json_path).with_suffix(".md"), Path(json_path).with_suffix(".png")],
+                              [*artifacts, reference])
+    check_writable_early(json_path)
+    batches = batch
     report = run(entries, batches, warmup, iters, threads, log=click.echo, device=device)
     paths = write_reports(report, json_path)
     for r in report["results"]:
@@ -401,11 +494,14 @@ def predict(video, model_path, backend, landmarks, allow_center_crop, save_input
     """The emotion of one clip, with the eight probabilities."""
     from .engines.predict import predict as run
 
+    refuse_overwriting_inputs([save_inputs], [video, model_path, landmarks])
     r = run(video, model_path, backend, landmarks, allow_center_crop, save_inputs, device=device)
     if as_json:
         click.echo(json.dumps(r, indent=2))
         return
     click.echo(f"{r['emotion']}  ({100 * r['probabilities'][r['emotion']]:.1f}%, {r['backend']}, face: {r['crop']})")
+    if r.get("crop_note"):
+        click.echo(f"  note: {r['crop_note']}")
     for label, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  {label:<10} {p:6.3f} {'#' * int(round(40 * p))}")
 # ------------------------------------------------------------------------------------------------ demo

@@ -13,13 +13,48 @@ from typing import Iterator
 from .errors import CfnsrError
 
 
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_not_inputs(outputs, inputs) -> None:
+    """Refuse, whatever --force says, an output path that is one of the command's inputs (the same path, or the same
+    file through a link or a second name): a report must never replace the model, checkpoint or data it was made
+    from."""
+    ins = [Path(i) for i in inputs if i is not None]
+    for out in (Path(o) for o in outputs if o is not None):
+        for i in ins:
+            if _same(out, i):
+                raise CfnsrError(f"output {out} would overwrite the input {i}: choose another output path")
+
+
 def check_writable(path: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing file unless ``force``; create the parent folder."""
     path = Path(path)
     if path.exists() and not force:
         raise CfnsrError(f"{path} already exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CfnsrError(f"cannot write {path}: {e.strerror or e}") from e
     return path
+
+
+def probe_writable(path: str | os.PathLike) -> None:
+    """Before long work: a file can really be created beside ``path`` (os.access says yes to root on read-only
+    mounts, so this writes and removes one)."""
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CfnsrError(f"cannot write {path}: {e.strerror or e} ({folder})") from e
 
 
 @contextlib.contextmanager

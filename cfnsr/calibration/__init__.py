@@ -145,8 +145,13 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
         with _quiet("compute_data"):
             data = calibrator.compute_data()
         del calibrator
-    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
-            for name, td in data.data.items()}
+    ranges = {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
+              for name, td in data.data.items()}
+    bad = [name for name, r in ranges.items() if not np.isfinite(r).all()]
+    if bad:
+        raise DataError(f"calibration gave non-finite activation ranges for {len(bad)} tensors (first: {bad[0]}): the "
+                        "model produces NaN/Inf on these clips; check the checkpoint and the cache")
+    return ranges
 
 
 def tensors_data(ranges: dict[str, tuple[float, float]]):
@@ -182,7 +187,9 @@ def calibrate(model_path: str | Path, model_sha256: str, cache: FeatureCache, cl
         try:
             stored = json.loads(path.read_text())
             if stored.get("key") == key:
-                return {k: tuple(v) for k, v in stored["ranges"].items()}, {**info, "cache_hit": True}
+                cached = {k: tuple(v) for k, v in stored["ranges"].items()}
+                if all(np.isfinite(v).all() for v in cached.values()):
+                    return cached, {**info, "cache_hit": True}  # a cache with NaN ranges is recomputed
         except (json.JSONDecodeError, KeyError):
             pass  # unreadable cache: recompute and overwrite
     ranges = compute_ranges(model_path, RavdessCalibrationReader(cache, clips), method, percentile, progress,

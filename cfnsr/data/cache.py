@@ -16,15 +16,17 @@ last one stopped, and the final manifest does not depend on the order in which c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import CfnsrError, DataError
 from ..fileio import save_npy, sha256_file, write_json
 from .ravdess import find_clips, find_landmarks, parse_name
 from .spec import PreprocessSpec
@@ -63,6 +65,7 @@ def _process_job(args) -> dict:
         "source_sha256": source_sha,
         "landmarks": str(lm.relative_to(raw_dir)) if lm else None,
         "crop": feats.crop_method,
+        "crop_note": feats.crop_note,
         "audio_padded": feats.audio_padded,
         "frames_sha256": frames_sha,
         "mfcc_sha256": mfcc_sha,
@@ -107,20 +110,74 @@ def preprocess(
     limit: int | None = None,
     progress: bool = True,
     log=print,
+    force: bool = False,
 ) -> dict:
     """Build (or continue) the feature cache of ``raw_dir`` in ``cache_dir``; returns the manifest.
 
-    ``limit`` stops after that many new clips (used to test resuming).
+    ``limit`` stops after that many new clips (used to test resuming). A folder that holds something else (files
+    that are not a cfnsr cache, or the cache of another raw folder) is not written into without ``force``; a second
+    preprocess into the same folder while one runs is refused.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
     clips = find_clips(raw_dir, include_song=include_song)
     if not clips:
         raise DataError(f"no full-AV {'speech or song' if include_song else 'speech'} clips under {raw_dir}/Actor_XX")
+    _check_cache_folder(cache_dir, raw_dir, force)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(cache_dir):
+        return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log)
+
+
+def _check_cache_folder(cache_dir: Path, raw_dir: Path, force: bool) -> None:
+    if not cache_dir.exists() or force:
+        return
+    if not cache_dir.is_dir():
+        raise DataError(f"{cache_dir} exists and is not a folder")
+    ours = {"spec.json", MANIFEST, "failures.json", "progress.jsonl", "frames", "mfcc", ".lock"}
+    others = sorted(p.name for p in cache_dir.iterdir() if p.name not in ours)
+    if others:
+        raise DataError(f"{cache_dir} holds other files ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}), "
+                        "not a cfnsr cache: choose an empty or new folder, or pass --force to write into it")
+    manifest = cache_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            old_raw = json.loads(manifest.read_text()).get("raw_dir")
+        except (OSError, ValueError):
+            old_raw = None
+        if old_raw and Path(old_raw).resolve() != raw_dir.resolve():
+            raise DataError(f"{cache_dir} holds the cache of another data set ({old_raw}); choose a new folder, or "
+                            "pass --force to replace it")
+
+
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path):
+    """One preprocess per cache folder at a time: a second one is refused at once, naming the first's pid."""
+    import fcntl
+
+    path = cache_dir / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise DataError(f"another cfnsr preprocess (pid {holder}) is writing {cache_dir}: wait for it to finish, "
+                            "or use another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
     spec_path = cache_dir / "spec.json"
     if spec_path.exists():
         old = PreprocessSpec.from_dict(json.loads(spec_path.read_text()))
@@ -230,12 +287,25 @@ class FeatureCache:
             raise DataError(f"{root} is not a finished cfnsr feature cache: no {MANIFEST}{hint}")
         try:
             m = json.loads(path.read_text())
-            spec = PreprocessSpec.from_dict(m["spec"])
-        except (json.JSONDecodeError, KeyError, ValueError) as e:
-            raise DataError(f"{path} is not a valid cfnsr cache manifest: {e}") from e
-        if m.get("format") != "cfnsr-feature-cache":
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path} is not a readable cfnsr cache manifest: {e}") from e
+        if not isinstance(m, dict) or m.get("format") != "cfnsr-feature-cache":
             raise DataError(f"{path} is not a cfnsr feature cache manifest")
-        return cls(root, spec, m["clips"], m["hash"])
+        try:
+            spec = PreprocessSpec.from_dict(m["spec"])
+        except (KeyError, TypeError, ValueError, CfnsrError) as e:
+            raise DataError(f"{path} has no valid preprocessing spec: {e}") from e
+        clips = m.get("clips")
+        if not isinstance(clips, list) or not clips:
+            raise DataError(f"{path} lists no clips: preprocess the data again (cfnsr preprocess)")
+        need = ("stem", "actor", "label", "frames_sha256", "mfcc_sha256")
+        broken = [c.get("stem", f"#{i}") if isinstance(c, dict) else f"#{i}" for i, c in enumerate(clips)
+                  if not isinstance(c, dict) or any(k not in c for k in need)]
+        if broken:
+            raise DataError(f"{path}: {len(broken)} clip entries lack {'/'.join(need)} (first: {broken[0]})")
+        if "hash" not in m:
+            raise DataError(f"{path} has no hash entry: preprocess the data again")
+        return cls(root, spec, clips, m["hash"])
 
     @property
     def actors(self) -> list[int]:
@@ -248,10 +318,44 @@ class FeatureCache:
         return [c for c in self.clips if c["actor"] in actors]
 
     def frames(self, stem: str) -> np.ndarray:
-        return np.load(self.root / "frames" / f"{stem}.npy", mmap_mode="r")
+        """uint8 (T, S, S, 3) face crops of a clip, memory-mapped; its shape is checked against the spec."""
+        s = self.spec
+        return self._array("frames", stem, (s.frames, s.image_size, s.image_size, 3), mmap=True)
 
     def mfcc(self, stem: str) -> np.ndarray:
-        return np.load(self.root / "mfcc" / f"{stem}.npy")
+        """float32 (n_mfcc, frames) MFCC of a clip; its shape and finiteness are checked."""
+        a = self._array("mfcc", stem, (self.spec.n_mfcc, self.spec.mfcc_frames))
+        if not np.isfinite(a).all():
+            raise DataError(f"clip {stem} in the cache {self.root} has {int((~np.isfinite(a)).sum())} non-finite MFCC "
+                            "values (NaN/Inf): preprocess it again")
+        return a
+
+    def check_checkpoint(self, model_config, preprocess: dict | None) -> None:
+        """Refuse a cache that does not fit a checkpoint: other shapes, or another preprocessing than it was trained
+        with (export and validate both ask this)."""
+        self.check_model(model_config)
+        if preprocess and self.spec.to_dict() != preprocess:
+            raise DataError(f"the cache {self.root} was preprocessed differently from the checkpoint's training data "
+                            f"(cache {self.spec.to_json()}, checkpoint {json.dumps(preprocess, sort_keys=True)})")
+
+    def verify(self, actors=None) -> None:
+        """Every selected clip's arrays exist, have the spec's shapes and finite values; else a DataError naming the
+        clip. Cheap (the MFCCs are small, the frames are memory-mapped), so training checks before it starts."""
+        for c in self.select(actors):
+            self.frames(c["stem"])
+            self.mfcc(c["stem"])
+
+    def _array(self, kind: str, stem: str, shape: tuple, mmap: bool = False) -> np.ndarray:
+        path = self.root / kind / f"{stem}.npy"
+        try:
+            a = np.load(path, mmap_mode="r" if mmap else None)
+        except FileNotFoundError:
+            raise DataError(f"clip {stem}: {path} is missing from the cache (preprocess again)") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"clip {stem}: {path} is unreadable or truncated ({e}); preprocess again") from e
+        if tuple(a.shape) != tuple(shape):
+            raise DataError(f"clip {stem}: {path} has shape {tuple(a.shape)}, the cache's spec says {tuple(shape)}")
+        return a
 
     def check_model(self, model_config) -> None:
         """Refuse a cache whose shapes do not fit the model."""

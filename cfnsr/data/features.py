@@ -25,6 +25,7 @@ class ClipFeatures:
     mfcc: np.ndarray  # float32 (n_mfcc, mfcc_frames)
     crop_method: str  # one of CROP_METHODS
     audio_padded: bool  # the clip was shorter than offset + duration
+    crop_note: str | None = None  # why a landmark file present was not used (its boxes were impossible)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -137,6 +138,24 @@ def mfcc_features(audio: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------------ face crop
+def box_problem(boxes: np.ndarray, height: int, width: int, min_size: float = 8.0,
+                tolerance: float = 0.1) -> str | None:
+    """Why face boxes (left, top, right, bottom) cannot be a face in an ``height`` x ``width`` frame, or None.
+
+    Boxes must be finite, at least ``min_size`` pixels wide and high, and inside the frame within ``tolerance`` of
+    its size (a face may touch the border; landmarks far outside it, negated or swapped are a broken file)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if not np.isfinite(b).all():
+        return "non-finite landmark coordinates"
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    if (w < min_size).any() or (h < min_size).any():
+        return f"a face box smaller than {min_size:.0f} pixels ({float(min(w.min(), h.min())):.1f})"
+    mx, my = tolerance * width, tolerance * height
+    if (b[:, 0] < -mx).any() or (b[:, 1] < -my).any() or (b[:, 2] > width + mx).any() or (b[:, 3] > height + my).any():
+        return f"face boxes outside the {width}x{height} frame"
+    return None
+
+
 def landmark_boxes(landmarks: np.ndarray, frame_idx: np.ndarray, n_frames: int) -> np.ndarray:
     """(count, 4) boxes (left, top, right, bottom) in pixels from the landmark rows matching ``frame_idx``.
 
@@ -222,16 +241,19 @@ def extract_clip(path: str | Path, spec: PreprocessSpec, landmarks_path: str | P
 
     frames, n_frames = read_video_frames(path, spec.frames)
     idx = frame_indices(n_frames, spec.frames)
-    boxes, method = None, None
+    boxes, method, note = None, None, None
     if landmarks_path is not None:
         boxes, method = landmark_boxes(read_landmarks(landmarks_path), idx, n_frames), "landmarks"
+        problem = box_problem(boxes, *frames.shape[1:3])
+        if problem:  # the file is there but cannot be right: say so, and find the face another way
+            boxes, method, note = None, None, f"landmarks {landmarks_path} not used: {problem}"
     if boxes is None and use_detector:
         boxes, method = haar_boxes(frames), "haar"
     if boxes is None:
         boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
     faces = crop_faces(frames, boxes, spec)
     mfcc, padded = mfcc_features(read_audio(path, spec.sample_rate), spec)
-    return ClipFeatures(faces, mfcc, method, padded)
+    return ClipFeatures(faces, mfcc, method, padded, note)
 
 
 def to_model_inputs(frames: np.ndarray, mfcc: np.ndarray, spec: PreprocessSpec):

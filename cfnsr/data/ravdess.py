@@ -127,8 +127,8 @@ def read_landmarks(path: str | Path) -> np.ndarray:
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
-    except OSError as e:
-        raise DataError(f"cannot read landmark file {path}: {e}") from e
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read landmark file {path} as an OpenFace CSV: {e}") from e
     if len(rows) < 2:
         raise DataError(f"landmark file {path} has no data rows")
     header = [h.strip() for h in rows[0]]
@@ -152,6 +152,8 @@ def read_landmarks(path: str | Path) -> np.ndarray:
             raise DataError(f"landmark file {path}, data row {r + 1}: {e}") from e
     if np.isnan(out).all():
         raise DataError(f"landmark file {path}: OpenFace tracked no face in any row")
+    if not (~np.isnan(out).any(axis=(1, 2))).any():
+        raise DataError(f"landmark file {path}: no row has all 68 landmarks (a column is empty or NaN throughout)")
     return out
 
 

@@ -79,6 +79,11 @@ class Runner:
             dtype = str(arr.dtype).replace("torch.", "")
             if dtype != spec.dtype:
                 raise InputError(f"input {spec.name!r}: got dtype {dtype}, expected {spec.dtype}")
+            if isinstance(arr, np.ndarray) and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = ~np.isfinite(arr)
+                rows = np.nonzero(bad.reshape(len(arr), -1).any(1))[0] if arr.ndim else []
+                raise InputError(f"input {spec.name!r} holds {int(bad.sum())} non-finite values (NaN/Inf) in batch "
+                                 f"item(s) {[int(r) for r in rows[:5]]}: a model cannot be trusted on them")
             arrays.append(arr)
         if arrays[0].shape[0] != arrays[1].shape[0]:
             raise InputError(f"inputs 'video' and 'audio' have batch sizes {arrays[0].shape[0]} and "

@@ -51,6 +51,9 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
         if save_inputs is not None:
             _save_inputs(Path(save_inputs), v[None], a[None])
         logits = runner(v[None], a[None])[0].astype(np.float64)
+        if not np.isfinite(logits).all():
+            raise ArtifactError(f"{model} returned non-finite logits for {video} ({logits.tolist()}): the model is "
+                                "broken (a diverged checkpoint?); nothing is predicted")
         labels = runner.labels
     p = np.exp(logits - logits.max())
     p /= p.sum()
@@ -59,4 +62,5 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
             "emotion": labels[best],
             "label_id": best, "probabilities": {name: float(x) for name, x in zip(labels, p)},
             "crop": feats.crop_method, "audio_padded": feats.audio_padded,
+            **({"crop_note": feats.crop_note} if feats.crop_note else {}),
             **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}

@@ -9,6 +9,7 @@ from ..data.splits import Split
 from ..errors import ArtifactError
 from ..fileio import sha256_file
 from ..model.checkpoint import load_checkpoint
+from ..model.config import ModelConfig
 from . import device_options, load
 from .accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 
@@ -20,6 +21,7 @@ def validate(artifact: str | Path, reference: str | Path, data: str | Path, back
     artifact, reference = Path(artifact), Path(reference)
     cache = FeatureCache.open(data)
     ckpt = load_checkpoint(reference)
+    cache.check_checkpoint(ModelConfig.from_dict(ckpt["model_config"]), ckpt.get("preprocess"))
     split = Split.of_checkpoint(ckpt)
     with load(artifact, backend, **device_options(artifact, backend, device)) as runner, \
             load(reference, "torch", **device_options(reference, "torch", device)) as ref:

@@ -10,7 +10,6 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,8 +22,8 @@ import torch
 from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
-from ..errors import CfnsrError, DataError
-from ..fileio import atomic_path, check_writable, sha256_file
+from ..errors import CfnsrError
+from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
 from ..lazy import require
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from ..reports import write_export_report
@@ -108,14 +107,12 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
                          + (" (the engine is written beside it)" if fmt.suffix == ".onnx" else ""))
     check_writable(out, opts.force)
     check_writable(failed_name(out), True)
+    probe_writable(out)
     split = Split.of_checkpoint(ckpt)
     preprocess = ckpt.get("preprocess")
     cache = FeatureCache.open(opts.data) if opts.data else None
     if cache is not None:
-        cache.check_model(model.config)
-        if preprocess and cache.spec.to_dict() != preprocess:
-            raise DataError(f"the cache {cache.root} was preprocessed differently from the checkpoint's training data "
-                            f"(cache {cache.spec.to_json()}, checkpoint {json.dumps(preprocess, sort_keys=True)})")
+        cache.check_checkpoint(model.config, preprocess)
     if opts.precision == "int8" and cache is None:
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")

@@ -44,7 +44,14 @@ def save_checkpoint(
         **extra,
     }
     with atomic_path(path, force) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full disk as "enforce fail ... unexpected pos"
+            import shutil
+
+            free = shutil.disk_usage(Path(tmp).parent).free
+            raise CheckpointError(f"cannot write checkpoint {path}: the write failed ({str(e).splitlines()[0][:120]}); "
+                                  f"{free / 1e6:.0f} MB free there. Is the disk full?") from e
     return Path(path)
 
 
@@ -55,9 +62,17 @@ def _torch_load(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+        first = str(e).splitlines()[0] if str(e) else ""
+        if "weights_only" in first or "Weights only" in first:
+            # Never pass on PyTorch's advice to retry with weights_only=False: that would run code from the file.
+            first = "it holds Python objects beyond tensors and plain values, which cfnsr never unpickles"
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[:1] == b"\x08":  # a protobuf ModelProto begins with its ir_version field
+            first = "it is an ONNX model, not a PyTorch checkpoint (pass the .pt checkpoint here)"
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            " (expected a file written by torch.save holding tensors and plain values)"
+            f"cannot read checkpoint {path}: {first} (expected a file written by torch.save holding tensors and plain "
+            "values)"
         ) from e
 
 
@@ -116,4 +131,9 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
         cfg = getattr(model, "config", None)
         name = f" configuration {cfg.name!r}" if cfg is not None else ""
         raise CheckpointError(f"{source} does not match the model{name}: {problem}")
+    bad = [k for k, v in state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds non-finite weights (NaN/Inf) in {len(bad)} tensors, e.g. {bad[0]}: "
+                              "it came from a diverged training run; use an earlier checkpoint")
     model.load_state_dict(state_dict)

@@ -238,6 +238,9 @@ def _train_epoch(net, loader, opt, scaler, dtype, device: torch.device, bar_desc
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = net(video, audio)
             loss = F.cross_entropy(logits.float(), label)
+        if not torch.isfinite(loss):  # stop before the step: no NaN weights reach a checkpoint
+            raise CfnsrError(f"{bar_desc}: the loss became {loss.item()} after {len(losses)} batches; the weights were "
+                             "left as they were (lower --lr, or --amp off; the last good epoch is in last.pt)")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -329,6 +332,7 @@ def train_fold(cache: FeatureCache, model_config: ModelConfig, run_dir: str | Pa
 
     ``on_epoch_end(stage, epoch)`` runs after every saved epoch (see ``StageContext``)."""
     cache.check_model(model_config)
+    cache.verify()  # a missing, truncated or NaN clip stops here, named, before any epoch
     d = init_distributed()
     device = pick_device(tc.device, d)
     split = make_split(cache.actors, tc.protocol, fold, tc.folds)
