@@ -158,7 +158,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     if opts.precision == "fp16":
         graph = fp16_mod.to_fp16(graph)
     elif opts.precision == "int8":
-        graph, calibration = _int8(graph, fp32_path, job.source_sha, job.cache, job.split, opts, job.out, job.log)
+        graph, calibration = _int8(graph, fp32_path, job)
         job.report["calibration"] = calibration
     meta = base_metadata(input_spec(graph), opts.precision, job.preprocess or {}, job.source_sha)
     if calibration is not None:
@@ -223,9 +223,11 @@ def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:
     return ExportResult(final, gate.passed, job.report)
 
 
-def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
+def _int8(graph, fp32_path: Path, job: ExportJob):
+    """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
     from .. import calibration as calib
 
+    cache, split, opts, log = job.cache, job.split, job.opts, job.log
     if split is None:
         raise CfnsrError("the checkpoint records no split, so its training actors are unknown: int8 calibration "
                          "must not see evaluation actors (re-train with `cfnsr train`, or export fp32/fp16)")
@@ -233,8 +235,8 @@ def _int8(graph, fp32_path, source_sha, cache, split, opts, out, log):
                                forbidden_actors=split.evaluation_actors)
     log(f"calibrating on {len(clips)} clips of training actors {sorted({c['actor'] for c in clips})} "
         f"({opts.calib_method}) ...")
-    ranges, info = calib.calibrate(fp32_path, source_sha, cache, clips, opts.calib_method,
-                                   out.parent / "calibration-cache", progress=opts.progress,
+    ranges, info = calib.calibrate(fp32_path, job.source_sha, cache, clips, opts.calib_method,
+                                   job.out.parent / "calibration-cache", progress=opts.progress,
                                    entropy_bins=opts.entropy_bins)
     log("calibration cache " + ("reused: " if info["cache_hit"] else "written: ") + info["cache_file"])
     graph, placement = int8_mod.quantize(graph, ranges, opts.int8_scope, high_precision=opts.high_precision)

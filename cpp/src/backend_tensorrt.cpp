@@ -11,7 +11,9 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "internal.hpp"
 
@@ -30,6 +32,26 @@ class Logger final : public nvinfer1::ILogger {
 // NV_TENSORRT_VERSION / getInferLibVersion(): major * 10000 + minor * 100 + patch (TensorRT 10 and later).
 std::string version_string(int32_t v) {
   return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
+}
+
+// "10.3.0" -> {10, 3, 0}; stops at the first part that is not a number.
+std::vector<int> version_parts(const std::string& v) {
+  std::vector<int> out;
+  std::size_t i = 0;
+  while (i < v.size() && out.size() < 3) {
+    std::size_t j = i;
+    while (j < v.size() && v[j] >= '0' && v[j] <= '9') ++j;
+    if (j == i) break;
+    out.push_back(std::stoi(v.substr(i, j - i)));
+    i = j + 1;
+  }
+  return out;
+}
+
+// A version-compatible engine runs on the TensorRT it was built with or a newer one of the same major version.
+bool forward_compatible(const std::string& built, const std::string& here) {
+  const auto b = version_parts(built), h = version_parts(here);
+  return !b.empty() && !h.empty() && b[0] == h[0] && !(h < b);
 }
 
 std::string major_minor_patch(const std::string& v) {
@@ -109,8 +131,16 @@ class TensorRTBackend final : public Backend {
     std::vector<std::string> problems;
     const std::string built = major_minor_patch(side.at("tensorrt_version").get<std::string>());
     const std::string here = version_string(getInferLibVersion());
-    if (built != here && !side.value("version_compatible", false))
+    if (side.value("version_compatible", false)) {
+      if (!forward_compatible(built, here))
+        problems.push_back("it was built version-compatible with TensorRT " + built +
+                           ", which runs on that or a newer TensorRT of the same major version only; this is TensorRT " +
+                           here);
+    } else if (built != here) {
       problems.push_back("it was built with TensorRT " + built + ", this is TensorRT " + here);
+    }
+    if (side.value("device", std::string("gpu")) != "gpu")
+      problems.push_back("it was built for DLA, which cfnsr does not run");
     cudaDeviceProp prop{};
     cuda_check(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties");
     const std::string gpu = prop.name;
