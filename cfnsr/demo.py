@@ -48,7 +48,8 @@ def run_demo(out: Path, actors: int = 8, epochs: int = 10, config: str = "cfn-sr
         step(f"4/7 export --precision {precision}")
         path = run_dir / f"model.{precision}.onnx"
         if not path.exists() and not failed_name(path).exists():
-            res = export(best, ExportOptions(precision, path, fmt="auto", data=cache_dir, calib_clips=64), log=log)
+            calib = {"calib_clips": 64} if precision == "int8" else {}
+            res = export(best, ExportOptions(precision, path, fmt="auto", data=cache_dir, **calib), log=log)
             path = res.path
         artifacts[precision] = path if path.exists() else failed_name(path)
     step("5/7 validate each artifact against the checkpoint (ONNX Runtime, CPU)")

@@ -111,12 +111,13 @@ class OpenVinoRunner(Runner):
 
     backend = "openvino"
 
-    def __init__(self, path, device: str = "CPU", threads: int | None = None, precision_hint: str = "f32"):
+    def __init__(self, path, ov_device: str = "CPU", threads: int | None = None, precision_hint: str = "f32"):
         """``precision_hint``: OpenVINO's INFERENCE_PRECISION_HINT for what is not int8. "f32" by default, because
         the precision is decided in the graph (an fp32 file means fp32, fp16 and Q/DQ nodes say the rest);
         "default" leaves OpenVINO's own choice, which is bf16 on CPUs with AVX512_BF16 or AMX."""
         super().__init__(path)
-        self.device, self.threads, self.precision_hint = device, threads, precision_hint
+        self.ov_device, self.threads, self.precision_hint = ov_device, threads, precision_hint
+        self.device = "cpu" if ov_device.upper() == "CPU" else ov_device.lower()  # OpenVINO's name, e.g. "GPU"
 
     def _activate(self) -> None:
         ov = require("openvino")
@@ -131,7 +132,7 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_PRECISION_HINT"] = self.precision_hint
         try:
             model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(model, self.device, config)
+            self.compiled = core.compile_model(model, self.ov_device, config)
         except Exception as e:
             raise ArtifactError(f"OpenVINO cannot load {self.path}: {str(e).splitlines()[0]}") from e
         self.request = self.compiled.create_infer_request()

@@ -24,9 +24,10 @@ def supported_ops() -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
-# Highest ONNX opset each supported TensorRT's parser reads (onnx-tensorrt docs/operators.md: 9.2 reads up to 19,
-# 10.0 "the inclusive range of opset 9 to opset 20"; later parsers read more). JetPack 6 ships 10.3, so the
-# lowest of these bounds what cfnsr writes.
+# The ONNX opset each supported TensorRT's parser is known to read (onnx-tensorrt docs/operators.md: 9.2 reads up to
+# 19, 10.0 "the inclusive range of opset 9 to opset 20"; later parsers only add opsets, so 20 is a safe lower bound
+# for 10.13, 10.16 and 11.x, which read more). JetPack 6 ships 10.3, so 20 bounds what cfnsr writes; it writes 18,
+# and 19 for int8 graphs with fp16 Q/DQ scales.
 TENSORRT_OPSETS = {"10.3": 20, "10.13": 20, "10.16": 20, "11.x": 20}
 
 

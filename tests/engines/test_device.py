@@ -38,11 +38,13 @@ def test_cuda_without_a_gpu_is_refused_with_the_fix(fp32_onnx, trained_tiny):
 
 def test_bench_records_the_device_of_each_row(fp32_onnx, trained_tiny, tmp_path):
     out = tmp_path / "b.json"
-    res = CliRunner().invoke(main, ["bench", str(fp32_onnx.path), "--reference", str(trained_tiny), "--device", "cpu",
+    pytest.importorskip("openvino")
+    res = CliRunner().invoke(main, ["bench", str(fp32_onnx.path), str(fp32_onnx.path), "--backend", "onnxruntime",
+                                    "--backend", "openvino", "--reference", str(trained_tiny), "--device", "cpu",
                                     "--warmup", "1", "--iters", "2", "--json", str(out)])
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
-    assert [r["runs_on"] for r in report["results"]] == ["cpu", "cpu"] and report["mixed_devices_note"] is None
+    assert [r["runs_on"] for r in report["results"]] == ["cpu"] * 3 and report["mixed_devices_note"] is None
     assert "onnxruntime (cpu)" in out.with_suffix(".md").read_text()
 
 
