@@ -12,7 +12,8 @@ _LAZY = {
     "create_model": ("cfnsr.model", "create_model"),
     "ModelConfig": ("cfnsr.model", "ModelConfig"),
     "get_config": ("cfnsr.model", "get_config"),
-    "EMOTIONS": ("cfnsr.model", "EMOTIONS"),
+    "EMOTIONS": ("cfnsr.artifact", "EMOTIONS"),
+    "Recognizer": ("cfnsr.engines.recognizer", "Recognizer"),
 }
 
 

@@ -21,10 +21,12 @@ META_PREFIX = "cfnsr."
 # Version of the metadata contract; runtimes (the C++ one too) refuse a schema newer than they read.
 METADATA_SCHEMA = 1
 
-INPUT_NAMES = ("video", "audio")
+INPUT_NAMES = ("video", "audio")  # a features artifact (the default, --inputs features)
+MEDIA_INPUT_NAMES = ("frames", "pcm")  # a media artifact (--inputs media): the front end is in the graph
 OUTPUT_NAME = "logits"
 SIDECAR_FORMAT = "cfnsr-engine"  # the JSON beside a TensorRT engine (engines are raw plans, for trtexec and C++)
-LAYOUTS = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)"}
+LAYOUTS = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)",
+           "frames": "NTHWC (uint8 RGB face crops)", "pcm": "NL (mono float32 at the spec's rate, offset and duration)"}
 
 
 def tensor_entry(name: str, kind: str, shape: list, dtype: str = "float32") -> dict:

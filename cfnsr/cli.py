@@ -344,9 +344,12 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
               help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=2),
               help="--format pt2: the largest batch it accepts.")
+@click.option("--inputs", type=click.Choice(["features", "media"]), default="features", show_default=True,
+              help="features: normalised video + MFCC in. media: uint8 face crops + PCM in, the checkpoint's "
+                   "preprocessing (normalisation, librosa's MFCC) in the graph, fp32.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
-           gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, max_batch,
+           gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, max_batch, inputs,
            force) -> None:
     """Export a checkpoint to ONNX with the precision in the graph; check it against the checkpoint.
 
@@ -365,7 +368,7 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
                          data=Path(data) if data else None, calib_clips=calib_clips, calib_method=calib_method,
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
                          thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
-                         max_batch=max_batch)
+                         max_batch=max_batch, inputs=inputs)
     refuse_overwriting_inputs([output], [checkpoint, data])
     result = run(checkpoint, opts, log=click.echo)
     r = result.report
@@ -480,30 +483,82 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 
 
 @main.command()
-@click.argument("video", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
-              help="Checkpoint, ONNX file, engine or pt2 package.")
+              help="Checkpoint, ONNX file (features or media), engine or pt2 package.")
 @click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--landmarks", type=click.Path(dir_okay=False), help="OpenFace landmark CSV of the clip.")
 @click.option("--allow-center-crop", is_flag=True, help="Classify the frame centre when no face is found.")
 @click.option("--save-inputs", type=click.Path(file_okay=False),
-              help="Also write the preprocessed inputs here as video.npy and audio.npy (for the C++ runtime).")
-@click.option("--json", "as_json", is_flag=True)
+              help="Also write the model inputs here as video.npy and audio.npy (for the C++ runtime).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object; JSON Lines for several clips).")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per clip here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write a CSV row per clip here.")
+@click.option("--timeline", is_flag=True,
+              help="Sliding windows over a recording longer than a clip: a CSV of probabilities over time and a PNG.")
+@click.option("--window", type=FiniteFloat(min=0, min_open=True), help="--timeline window, seconds [default: spec].")
+@click.option("--hop", type=FiniteFloat(min=0, min_open=True), help="--timeline hop, seconds [default: spec].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="--timeline: folder for the CSV and PNG.")
+@click.option("--timings", is_flag=True, help="Print the time of each stage (decode, detection, crop, ...).")
 @DEVICE_OPTION
-def predict(video, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, device) -> None:
-    """The emotion of one clip, with the eight probabilities."""
-    from .engines.predict import predict as run
+def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, jsonl, csv_path,
+            timeline, window, hop, out_dir, timings, device) -> None:
+    """The emotion of clips: files, folders or globs, the model loaded once (or --timeline over a recording)."""
+    from .engines.predict import expand_inputs, landmarks_for, predict_many, write_rows, write_timeline
+    from .engines.predict import timeline as run_timeline
+    from .engines.recognizer import STAGES, Recognizer
 
-    refuse_overwriting_inputs([save_inputs], [video, model_path, landmarks])
-    r = run(video, model_path, backend, landmarks, allow_center_crop, save_inputs, device=device)
+    videos = expand_inputs(inputs)
+    refuse_overwriting_inputs([save_inputs, jsonl, csv_path], [*videos, model_path, landmarks])
+    for path in (jsonl, csv_path):
+        if path:
+            check_writable_early(path)
+    if (save_inputs or landmarks) and len(videos) > 1:
+        raise click.UsageError("--save-inputs and --landmarks take one clip")
+    with Recognizer(model_path, backend, device, allow_center_crop) as rec:
+        if timeline:
+            for v in videos:
+                out = Path(out_dir) if out_dir else v.parent
+                refuse_overwriting_inputs([out / f"{v.stem}.timeline.csv"], [v])
+                rows = run_timeline(v, rec, window, hop)
+                csv_out, png_out = out / f"{v.stem}.timeline.csv", out / f"{v.stem}.timeline.png"
+                write_timeline(rows, rec.labels, csv_out, png_out, f"{v.name}: emotion over time ({rec.artifact.name})")
+                click.echo(f"{v}: {len(rows)} windows -> {csv_out}, {png_out}")
+            return
+        if len(videos) == 1:
+            from .engines.predict import _save_inputs
+
+            pred = rec.predict_file(videos[0], landmarks_for(videos[0], landmarks))
+            if save_inputs:
+                _save_inputs(Path(save_inputs), rec.last_inputs)
+            rows = [{"video": str(videos[0]), "model": str(model_path), "backend": rec.runner.backend,
+                     "device": rec.runner.device, **pred.to_dict(),
+                     **({"saved_inputs": str(save_inputs)} if save_inputs else {})}]
+        else:
+            rows = predict_many(videos, rec, log=click.echo)
+        write_rows(rows, rec.labels, Path(jsonl) if jsonl else None, Path(csv_path) if csv_path else None)
+        backend_name = rec.runner.backend
     if as_json:
-        click.echo(json.dumps(r, indent=2))
-        return
-    click.echo(f"{r['emotion']}  ({100 * r['probabilities'][r['emotion']]:.1f}%, {r['backend']}, face: {r['crop']})")
-    if r.get("crop_note"):
-        click.echo(f"  note: {r['crop_note']}")
-    for label, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]):
-        click.echo(f"  {label:<10} {p:6.3f} {'#' * int(round(40 * p))}")
+        click.echo(json.dumps(rows[0], indent=2) if len(rows) == 1 else "\n".join(json.dumps(r) for r in rows))
+    else:
+        for r in rows:
+            if "error" in r:
+                continue
+            head = f"{r['emotion']}  ({100 * r['probabilities'][r['emotion']]:.1f}%, {backend_name}, face: {r['crop']})"
+            click.echo(head if len(rows) == 1 else f"{r['video']}: {head}")
+            if r.get("crop_note"):
+                click.echo(f"  note: {r['crop_note']}")
+            if len(rows) == 1:
+                for label, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]):
+                    click.echo(f"  {label:<10} {p:6.3f} {'#' * int(round(40 * p))}")
+            if timings:
+                t = r["timings_ms"]
+                click.echo("  timings (ms): " + "  ".join(f"{s} {t[s]:.1f}" for s in (*STAGES, "total")))
+    failed = [r for r in rows if "error" in r]
+    if failed and len(failed) == len(rows):
+        raise CfnsrError(failed[0]["error"])
+
+
 # ------------------------------------------------------------------------------------------------ demo
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="demo_out")

@@ -156,3 +156,22 @@ def write_export_report(artifact: Path, report: dict, stem: Path) -> None:
 
         plot_confusion(g["artifact_confusion"], EMOTIONS, stem.with_name(stem.name + ".confusion.png"),
                        f"{artifact.name}: held-out clips")
+
+
+def plot_timeline(times: list[float], series: dict[str, list[float]], path: str | Path, title: str) -> Path:
+    """Probability of each emotion over time (window centres), one line each."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    for name, values in series.items():
+        ax.plot(times, values, label=name, linewidth=1.6)
+    ax.set_xlabel("time (s, window centre)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper right", ncol=4, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -30,6 +30,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
 command -v cc >/dev/null || need+=(gcc)
 [ -f /usr/include/nlohmann/json.hpp ] || [ -f /usr/local/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)  # real speech for the front end's exactness test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

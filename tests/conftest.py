@@ -144,3 +144,28 @@ def video_without_audio(tmp_path):
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def media_onnx(trained_tiny, tiny_cache, export_dir):
+    """The trained tiny model as a media artifact (uint8 crops + PCM in, the front end in the graph), fp32."""
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    return export(trained_tiny, ExportOptions("fp32", export_dir / "m.media.fp32.onnx", fmt="onnx",
+                                              data=tiny_cache.root, inputs="media", progress=False),
+                  log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory):
+    """Real speech (espeak-ng, RAVDESS's first sentence) as a 22.05 kHz wav; skipped where espeak-ng is missing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        if os.environ.get("CFNSR_REQUIRE_CPP") == "1":
+            pytest.fail("espeak-ng is not installed (scripts/setup.sh installs it)")
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), "Kids are talking by the door"], check=True)
+    return path

@@ -89,9 +89,25 @@ def read_video_frames(path: str | Path, count: int) -> tuple[np.ndarray, int]:
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The clip's audio track as mono float32 at ``sample_rate`` (librosa's resampler)."""
-    import librosa
+    """The clip's audio track as mono float32 at ``sample_rate`` (librosa's resampler: soxr HQ)."""
+    audio, rate = decode_audio(path)
+    return resample(audio, rate, sample_rate)
 
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``audio`` at ``target`` Hz: what ``librosa.resample`` does by default (python-soxr, quality soxr_hq), called
+    directly so that a prediction needs no librosa (and no numba start-up)."""
+    if rate <= 0:
+        raise DataError(f"a sample rate of {rate} Hz")
+    if rate == target:
+        return np.asarray(audio, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(audio, dtype=np.float32), rate, target, quality="soxr_hq").astype(np.float32)
+
+
+def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """The clip's audio track as mono float32 at its own rate: (samples, rate)."""
     path = Path(path)
     with _open(path) as container:
         if not container.streams.audio:
@@ -112,23 +128,27 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
                 raise DataError(f"cannot decode audio of {path} ({type(e).__name__}: {e})") from e
     if not chunks:
         raise DataError(f"{path}: the audio track has no decodable samples")
-    audio = np.concatenate(chunks)
-    if rate != sample_rate:
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
-    return audio.astype(np.float32)
+    return np.concatenate(chunks).astype(np.float32), int(rate)
 
 
 # ------------------------------------------------------------------------------------------------ audio features
+def audio_segment(audio: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, bool]:
+    """The spec's window of ``audio`` (offset, duration; zero-padded at the end): what the MFCC is computed from,
+    and what a media artifact's ``pcm`` input takes. Returns (segment float32, padded)."""
+    start = int(round(spec.audio_offset * spec.sample_rate))
+    n = int(round(spec.audio_duration * spec.sample_rate))
+    segment = np.asarray(audio[start:start + n], dtype=np.float32)
+    padded = len(segment) < n
+    if padded:
+        segment = np.pad(segment, (0, n - len(segment)))
+    return segment, padded
+
+
 def mfcc_features(audio: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, bool]:
     """MFCCs of ``audio`` (mono at spec.sample_rate) as (n_mfcc, mfcc_frames) float32; padded flag."""
     import librosa
 
-    start = int(round(spec.audio_offset * spec.sample_rate))
-    n = int(round(spec.audio_duration * spec.sample_rate))
-    segment = audio[start:start + n]
-    padded = len(segment) < n
-    if padded:
-        segment = np.pad(segment, (0, n - len(segment)))
+    segment, padded = audio_segment(audio, spec)
     m = librosa.feature.mfcc(y=segment, sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,
                              hop_length=spec.hop_length)
     m = m[:, :spec.mfcc_frames]

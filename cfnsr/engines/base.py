@@ -86,7 +86,8 @@ class Runner:
                                  f"item(s) {[int(r) for r in rows[:5]]}: a model cannot be trusted on them")
             arrays.append(arr)
         if arrays[0].shape[0] != arrays[1].shape[0]:
-            raise InputError(f"inputs 'video' and 'audio' have batch sizes {arrays[0].shape[0]} and "
+            a, b = (s.name for s in self.input_spec)
+            raise InputError(f"inputs {a!r} and {b!r} have batch sizes {arrays[0].shape[0]} and "
                              f"{arrays[1].shape[0]}; they must match")
         return arrays
 
@@ -112,11 +113,20 @@ class Runner:
 
 
 def spec_from_metadata(inputs: list[dict]) -> tuple[TensorSpec, TensorSpec]:
-    """The (video, audio) TensorSpecs from the ``cfnsr.inputs`` metadata entry."""
-    by_name = {i["name"]: i for i in inputs if i.get("kind", "input") == "input"}
+    """The two input TensorSpecs from the ``cfnsr.inputs`` metadata entry: (video, audio) features, or (frames,
+    pcm) for a media artifact, whose graph holds its own front end."""
+    ins = [i for i in inputs if i.get("kind", "input") == "input"]
+    by_name = {i["name"]: i for i in ins}
+    names = ("frames", "pcm") if "frames" in by_name else ("video", "audio")
     out = []
-    for name in ("video", "audio"):
+    for name in names:
         i = by_name[name]
         out.append(TensorSpec(name, tuple(d if isinstance(d, int) and d > 0 else None for d in i["shape"]),
                               i.get("dtype", "float32")))
     return tuple(out)
+
+
+def input_kind(metadata: dict) -> str:
+    """"media" (uint8 crops + PCM in, the front end in the graph) or "features" (normalised video + MFCC)."""
+    names = {i["name"] for i in metadata.get("inputs", []) if i.get("kind", "input") == "input"}
+    return "media" if "frames" in names else "features"

@@ -1,19 +1,29 @@
-"""``cfnsr predict VIDEO.mp4``: decode, the same feature code as training, run, report the emotion."""
+"""``cfnsr predict``: one clip, many clips, or a long recording's timeline, through one ``Recognizer``.
+
+The model is loaded once; each clip is decoded, its face found (the RAVDESS landmark file when there is one, else
+OpenCV's Haar detector), cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
+(sliding windows over a recording) goes to a CSV of probabilities over time and a PNG plot of them.
+"""
 
 from __future__ import annotations
 
+import csv
+import glob
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 
-from ..data.features import extract_clip, to_model_inputs
 from ..data.ravdess import find_landmarks, parse_name
-from ..data.spec import PreprocessSpec
-from ..errors import ArtifactError, DataError
-from . import device_options, load
+from ..errors import DataError
+from ..fileio import atomic_path, write_text
+from .recognizer import STAGES, Prediction, Recognizer
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 
-def _landmarks_for(video: Path, landmarks: str | Path | None) -> Path | None:
+def landmarks_for(video: Path, landmarks: str | Path | None = None) -> Path | None:
     if landmarks is not None:
         return Path(landmarks)
     try:  # a clip in RAVDESS layout: look where `cfnsr preprocess` would
@@ -22,45 +32,129 @@ def _landmarks_for(video: Path, landmarks: str | Path | None) -> Path | None:
         return None
 
 
-def _save_inputs(folder: Path, video: np.ndarray, audio: np.ndarray) -> None:
-    from ..fileio import atomic_path
+def expand_inputs(items) -> list[Path]:
+    """Files, folders (their videos, recursively) and glob patterns -> the video files, in order, each once."""
+    out: list[Path] = []
+    for item in map(str, items):
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            if not matches:
+                raise DataError(f"no file matches {item}")
+            out += [m for m in matches if m.is_file()]
+        elif Path(item).is_dir():
+            found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise DataError(f"{item} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
+            out += found
+        else:
+            out.append(Path(item))
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
 
+
+def _save_inputs(folder: Path, arrays) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in (("video.npy", video), ("audio.npy", audio)):
+    for name, arr in zip(("video.npy", "audio.npy"), arrays):
         with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(arr, dtype=np.float32))
+            np.save(f, np.ascontiguousarray(arr))
 
 
 def predict(video: str | Path, model: str | Path, backend: str | None = None, landmarks: str | Path | None = None,
             allow_center_crop: bool = False, save_inputs: str | Path | None = None, device: str | None = None) -> dict:
-    """The emotion of one clip. ``save_inputs``: a folder where the preprocessed model inputs are also written as
-    ``video.npy`` and ``audio.npy`` (float32, batch 1), the buffers the C++ runtime takes."""
+    """The emotion of one clip. ``save_inputs``: a folder where the model inputs are also written as ``video.npy``
+    and ``audio.npy`` (batch 1: features, or uint8 crops and PCM for a media artifact), the buffers the C++ runtime
+    takes."""
     video = Path(video)
-    with load(model, backend, **device_options(model, backend, device)) as runner:
-        if not runner.preprocess:
-            raise ArtifactError(f"{model} records no preprocessing spec (cfnsr.preprocess); re-export it with cfnsr")
-        spec = PreprocessSpec.from_dict(runner.preprocess)
-        lm = _landmarks_for(video, landmarks)
-        feats = extract_clip(video, spec, lm, use_detector=True)
-        if feats.crop_method == "center" and not allow_center_crop:
-            raise DataError(
-                f"no face found in {video}: tried a landmark file ({'none found' if lm is None else lm}) and OpenCV's "
-                f"Haar face detector on {spec.frames} frames. Pass --landmarks CSV, or --allow-center-crop to "
-                "classify the centre of the frame anyway")
-        v, a = to_model_inputs(feats.frames, feats.mfcc, spec)
+    with Recognizer(model, backend, device, allow_center_crop) as rec:
+        pred = rec.predict_file(video, landmarks_for(video, landmarks))
         if save_inputs is not None:
-            _save_inputs(Path(save_inputs), v[None], a[None])
-        logits = runner(v[None], a[None])[0].astype(np.float64)
-        if not np.isfinite(logits).all():
-            raise ArtifactError(f"{model} returned non-finite logits for {video} ({logits.tolist()}): the model is "
-                                "broken (a diverged checkpoint?); nothing is predicted")
-        labels = runner.labels
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    best = int(p.argmax())
-    return {"video": str(video), "model": str(model), "backend": runner.backend, "device": runner.device,
-            "emotion": labels[best],
-            "label_id": best, "probabilities": {name: float(x) for name, x in zip(labels, p)},
-            "crop": feats.crop_method, "audio_padded": feats.audio_padded,
-            **({"crop_note": feats.crop_note} if feats.crop_note else {}),
-            **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}
+            _save_inputs(Path(save_inputs), rec.last_inputs)
+        backend_name, device_name = rec.runner.backend, rec.runner.device
+    return {"video": str(video), "model": str(model), "backend": backend_name, "device": device_name,
+            **pred.to_dict(), **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}
+
+
+def predict_many(videos: list[Path], rec: Recognizer, landmarks: str | Path | None = None, progress: bool = True,
+                 log=print) -> list[dict]:
+    """Every clip through one recognizer; a clip that fails is reported with its error and the rest go on."""
+    from tqdm import tqdm
+
+    rows = []
+    for v in tqdm(videos, desc="predict", unit="clip", disable=not progress or len(videos) < 2):
+        try:
+            rows.append({"video": str(v), **rec.predict_file(v, landmarks_for(v, landmarks)).to_dict()})
+        except DataError as e:
+            rows.append({"video": str(v), "error": str(e)})
+            log(f"skipped {v}: {e}")
+    return rows
+
+
+def write_rows(rows: list[dict], labels: list[str], jsonl: Path | None = None, csv_path: Path | None = None) -> None:
+    if jsonl is not None:
+        write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+    if csv_path is not None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["video", "emotion", "crop", *labels, *[f"{s}_ms" for s in STAGES], "total_ms", "error"])
+        for r in rows:
+            p, t = r.get("probabilities", {}), r.get("timings_ms", {})
+            w.writerow([r["video"], r.get("emotion", ""), r.get("crop", ""), *[p.get(k, "") for k in labels],
+                        *[t.get(s, "") for s in STAGES], t.get("total", ""), r.get("error", "")])
+        write_text(csv_path, buf.getvalue())
+
+
+def timeline(video: str | Path, rec: Recognizer, window: float | None = None, hop: float | None = None,
+             progress: bool = True) -> list[dict]:
+    """Sliding windows over a recording longer than a clip: one prediction per window.
+
+    Defaults from the spec: a window is the audio offset + duration + offset (the clip the model was trained on,
+    centred), the hop half the audio duration. Each window's frames are the spec's count evenly spaced in it; the
+    face is found per window; audio is cut from the window as from a clip."""
+    from tqdm import tqdm
+
+    from ..data.features import _decode_frames, _open, decode_audio, frame_indices
+
+    s = rec.spec
+    window = window or 2 * s.audio_offset + s.audio_duration
+    hop = hop or s.audio_duration / 2
+    if window <= 0 or hop <= 0:
+        raise DataError(f"--window and --hop must be positive (got {window}, {hop})")
+    video = Path(video)
+    with _open(video) as container:
+        if not container.streams.video:
+            raise DataError(f"{video} has no video track")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 0) or 25.0
+    audio, rate = decode_audio(video)
+    duration = len(audio) / rate
+    starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
+    picks = {t0: np.minimum((t0 * fps + frame_indices(max(int(window * fps), 1), s.frames)).astype(int), 10**9)
+             for t0 in starts}
+    keep = {int(i) for idx in picks.values() for i in idx}
+    got, total = _decode_frames(video, keep)
+    rows = []
+    for t0 in tqdm(starts, desc="timeline", unit="window", disable=not progress):
+        idx = [min(int(i), total - 1) for i in picks[t0]]
+        idx = [i if i in got else max(k for k in got if k <= i) for i in idx]
+        frames = np.stack([got[i] for i in idx])
+        seg = audio[int(t0 * rate): int((t0 + window) * rate)]
+        pred: Prediction = rec.predict(frames, seg, rate)
+        rows.append({"start_s": round(float(t0), 3), "end_s": round(float(t0 + window), 3), "emotion": pred.emotion,
+                     "crop": pred.crop, **{f"p_{k}": v for k, v in pred.probabilities.items()}})
+    return rows
+
+
+def write_timeline(rows: list[dict], labels: list[str], csv_path: Path, png_path: Path, title: str) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["start_s", "end_s", "emotion", "crop", *[f"p_{k}" for k in labels]])
+    w.writeheader()
+    w.writerows(rows)
+    write_text(csv_path, buf.getvalue())
+    from ..reports import plot_timeline
+
+    plot_timeline([(r["start_s"] + r["end_s"]) / 2 for r in rows], {k: [r[f"p_{k}"] for r in rows] for k in labels},
+                  png_path, title)

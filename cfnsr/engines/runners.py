@@ -100,7 +100,8 @@ class OnnxRuntimeRunner(Runner):
                                     for i in self.session.get_inputs())
 
     def _infer(self, video, audio) -> np.ndarray:
-        return self.session.run(["logits"], {"video": np.asarray(video), "audio": np.asarray(audio)})[0]
+        a, b = (s.name for s in self.input_spec)
+        return self.session.run(["logits"], {a: np.asarray(video), b: np.asarray(audio)})[0]
 
     def _deactivate(self) -> None:
         del self.session
@@ -140,7 +141,8 @@ class OpenVinoRunner(Runner):
         self.input_spec = spec_from_metadata(self.metadata["inputs"])
 
     def _infer(self, video, audio) -> np.ndarray:
-        result = self.request.infer({"video": np.asarray(video), "audio": np.asarray(audio)})
+        a, b = (s.name for s in self.input_spec)
+        result = self.request.infer({a: np.asarray(video), b: np.asarray(audio)})
         return np.asarray(result[self.compiled.output("logits")])
 
     def _deactivate(self) -> None:

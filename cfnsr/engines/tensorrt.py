@@ -118,7 +118,7 @@ class TensorRTRunner(Runner):
         except Exception as e:  # Polygraphy raises its own exception type on a failed deserialisation
             raise ArtifactError(f"TensorRT could not deserialise {self.path} (corrupt or truncated file?): {e}") from e
         if self.device_timing:
-            self.session = _TorchCudaSession(engine, self.max_batch)
+            self.session = _TorchCudaSession(engine, self.max_batch, tuple(s.name for s in self.input_spec))
         else:
             self.session = trt_mod.TrtRunner(engine)
             self.session.activate()
@@ -131,7 +131,8 @@ class TensorRTRunner(Runner):
         if isinstance(self.session, _TorchCudaSession):
             logits, self.last_device_ms = self.session.run(video, audio, graph=self.cuda_graph)
             return logits
-        out = self.session.infer({"video": np.ascontiguousarray(video), "audio": np.ascontiguousarray(audio)})
+        a, b = (s.name for s in self.input_spec)
+        out = self.session.infer({a: np.ascontiguousarray(video), b: np.ascontiguousarray(audio)})
         return np.asarray(out["logits"], dtype=np.float32)
 
     def _deactivate(self) -> None:
@@ -145,7 +146,7 @@ class TensorRTRunner(Runner):
 class _TorchCudaSession:
     """Own execution for what Polygraphy lacks: CUDA-event timing and CUDA-graph replay, on one torch stream."""
 
-    def __init__(self, engine, max_batch: int):
+    def __init__(self, engine, max_batch: int, inputs: tuple[str, str] = ("video", "audio")):
         import torch
 
         if not cuda_available():
@@ -165,11 +166,12 @@ class _TorchCudaSession:
             self.context.set_tensor_address(name, self.buffers[name].data_ptr())
         self.graphs: dict[int, object] = {}
         self.shape_batch: int | None = None
+        self.inputs = inputs
 
     def _set_batch(self, n: int, video_shape, audio_shape) -> None:
         if self.shape_batch != n:
-            self.context.set_input_shape("video", tuple(video_shape))
-            self.context.set_input_shape("audio", tuple(audio_shape))
+            self.context.set_input_shape(self.inputs[0], tuple(video_shape))
+            self.context.set_input_shape(self.inputs[1], tuple(audio_shape))
             self.shape_batch = n
 
     def _enqueue(self) -> None:
@@ -180,8 +182,8 @@ class _TorchCudaSession:
         torch = self.torch
         n = video.shape[0]
         with torch.cuda.stream(self.stream):
-            self.buffers["video"][:n].copy_(torch.as_tensor(video), non_blocking=False)
-            self.buffers["audio"][:n].copy_(torch.as_tensor(audio), non_blocking=False)
+            self.buffers[self.inputs[0]][:n].copy_(torch.as_tensor(video), non_blocking=False)
+            self.buffers[self.inputs[1]][:n].copy_(torch.as_tensor(audio), non_blocking=False)
             self._set_batch(n, video.shape, audio.shape)
             if graph and n not in self.graphs:
                 self._enqueue()  # warm-up outside the capture (TensorRT's deferred shape updates happen here)

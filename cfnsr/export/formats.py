@@ -25,10 +25,10 @@ class Format:
 OPTION_FLAGS = {
     "calib_clips": "--calib-clips", "calib_method": "--calib-method", "int8_scope": "--int8-scope",
     "high_precision": "--high-precision", "check_trt": "--no-trt-check", "device": "--device",
-    "max_batch": "--max-batch",
+    "max_batch": "--max-batch", "inputs": "--inputs",
 }
 INT8_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision")
-_ONNX_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision", "check_trt")
+_ONNX_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision", "check_trt", "inputs")
 
 FORMATS = {
     "onnx": Format("onnx", ".onnx", False, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
@@ -36,7 +36,7 @@ FORMATS = {
     "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
                      "TensorRT engine built from the ONNX file, plus a .engine.json sidecar "
                      "(this GPU and TensorRT only)"),
-    "pt2": Format("pt2", ".pt2", False, ("fp32",), ("device", "max_batch"),
+    "pt2": Format("pt2", ".pt2", False, ("fp32",), ("device", "max_batch", "inputs"),
                   "AOTInductor package for libtorch: the C++ runtime's CPU backend (or CUDA with --device cuda)"),
 }
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -11,6 +11,7 @@ import torch
 
 from ..artifact import (  # noqa: F401  (re-exported: the export layer's view of the artifact layer)
     INPUT_NAMES,
+    MEDIA_INPUT_NAMES,
     META_PREFIX,
     METADATA_SCHEMA,
     OUTPUT_NAME,
@@ -26,23 +27,31 @@ from ..model.network import CFNSR
 OPSET = 18
 
 
-def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
+def export_fp32(model: CFNSR, path: str | os.PathLike, media_spec=None) -> onnx.ModelProto:
     """``torch.onnx.export(dynamo=True)``, opset 18, dynamic batch axis.
 
-    The example batch is 2: with a batch-1 example the exporter specialises the batch axis to 1.
+    ``media_spec``: ``model`` is a ``frontend.MediaModel`` taking ``frames``/``pcm`` (this spec's shapes) instead
+    of ``video``/``audio`` features. The example batch is 2: with a batch-1 example the exporter specialises the
+    batch axis to 1.
     """
     from ..model.summary import example_inputs
 
     model = model.eval()
-    video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+    if media_spec is not None:
+        from .frontend import media_example_inputs
+
+        example, names = media_example_inputs(media_spec, batch=2), list(MEDIA_INPUT_NAMES)
+    else:
+        example = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+        names = list(INPUT_NAMES)
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter logs a warning per torchvision op it cannot register; cfnsr uses none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (video, audio), dynamo=True, opset_version=OPSET, input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME], dynamic_shapes={"video": {0: batch}, "audio": {0: batch}}, verbose=False,
+            model, tuple(example), dynamo=True, opset_version=OPSET, input_names=names,
+            output_names=[OUTPUT_NAME], dynamic_shapes={n: {0: batch} for n in _forward_args(model)}, verbose=False,
         )
     program.save(str(path))
     proto = onnx.load(str(path))
@@ -53,6 +62,12 @@ def export_fp32(model: CFNSR, path: str | os.PathLike) -> onnx.ModelProto:
         if first.dim_value:
             raise ArtifactError(f"export left the batch axis of {value.name!r} fixed at {first.dim_value}")
     return proto
+
+
+def _forward_args(model) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(model.forward).parameters)
 
 
 def input_spec(model: onnx.ModelProto) -> list[dict]:

@@ -54,6 +54,7 @@ class ExportOptions:
     progress: bool = True
     device: str = "cpu"  # pt2 only: the device the package is compiled for
     max_batch: int = 64  # pt2 only: the largest batch the package accepts
+    inputs: str = "features"  # features: (video, audio) as today; media: uint8 crops + PCM, the front end in the graph
 
 
 @dataclass
@@ -113,6 +114,9 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     cache = FeatureCache.open(opts.data) if opts.data else None
     if cache is not None:
         cache.check_checkpoint(model.config, preprocess)
+    if opts.inputs == "media" and not preprocess:
+        raise CfnsrError("--inputs media builds the checkpoint's preprocessing into the graph, and this checkpoint "
+                         "records none (re-train with `cfnsr train`, or export --inputs features)")
     if opts.precision == "int8" and cache is None:
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
@@ -146,6 +150,8 @@ def check_options(fmt: Format, opts: ExportOptions) -> None:
         raise CfnsrError(f"--high-precision must be fp32 or fp16, got {opts.high_precision!r}")
     if opts.int8_scope not in int8_mod.SCOPES:
         raise CfnsrError(f"unknown --int8-scope {opts.int8_scope!r}; choose one of: {', '.join(int8_mod.SCOPES)}")
+    if opts.inputs not in ("features", "media"):
+        raise CfnsrError(f"--inputs must be features or media, got {opts.inputs!r}")
 
 
 def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
@@ -160,7 +166,8 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     elif opts.precision == "int8":
         graph, calibration = _int8(graph, fp32_path, job)
         job.report["calibration"] = calibration
-    meta = base_metadata(input_spec(graph), opts.precision, job.preprocess or {}, job.source_sha)
+    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess or {}, job.source_sha),
+            "input_kind": "features"}
     if calibration is not None:
         meta["calibration"] = {k: calibration[k] for k in ("method", "clips", "clip_list_sha256", "actors",
                                                            "scope", "high_precision")}
@@ -180,7 +187,36 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     from ..engines.runners import OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(art_path, providers=["CPUExecutionProvider"])
-    return art_path, _gate(job, _in_batches(runner), art_path, fp32_path)
+    gate = _gate(job, _in_batches(runner), art_path, fp32_path)
+    if opts.inputs == "media":
+        art_path = _compose_media(job, graph, meta, art_path)
+    return art_path, gate
+
+
+def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_path: Path) -> Path:
+    """--inputs media: the gated network behind the in-graph front end; checked statically and for parity."""
+    from ..data.spec import PreprocessSpec
+    from .frontend import compose_media, export_frontend_onnx, media_parity
+
+    spec = PreprocessSpec.from_dict(job.preprocess)
+    opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    job.log("adding the media front end (uint8 face crops + PCM in; MFCC and normalisation in the graph, fp32) ...")
+    media = compose_media(graph, spec)
+    set_metadata(media, **{**meta, "inputs": input_spec(media), "input_kind": "media"})
+    path = job.tmp / "artifact.media.onnx"
+    onnx.save(media, str(path))
+    ready = readiness.check(media)
+    job.report["tensorrt_readiness"].update(ok=ready.ok, problems=ready.problems)
+    if not ready.ok and job.opts.check_trt:
+        raise CfnsrError(f"the media graph is {ready} (pass --no-trt-check to write it anyway)")
+    diff = media_parity(path, export_frontend_onnx(spec, opset), features_path, spec)
+    job.report["media"] = {"inputs": "frames uint8 (B,T,S,S,3) + pcm float32 (B,N)", "composition_max_abs_logit": diff,
+                           "note": "the gate ran on the network with the cache's features; the front end's MFCC "
+                                   "matches librosa's within 1e-3 (tests/export/test_frontend.py)"}
+    if not diff <= 1e-3:
+        raise CfnsrError(f"the media graph departs from the gated network by {diff:.3g} in the logits")
+    job.log(f"media front end added: composition parity {diff:.2g}")
+    return path
 
 
 def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
@@ -190,12 +226,20 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     from .pt2 import input_spec as package_input_spec
 
     opts, model = job.opts, job.model
+    if opts.inputs == "media":
+        from ..data.spec import PreprocessSpec
+        from .frontend import MediaModel
+
+        model = MediaModel(model, PreprocessSpec.from_dict(job.preprocess)).eval()
     art_path = job.tmp / "artifact.pt2"
     job.log(f"compiling {model.config.name} with AOTInductor for {opts.device} (batch 1..{opts.max_batch}); "
             "this takes a minute or more ...")
-    meta = base_metadata(package_input_spec(model), "fp32", job.preprocess or {}, job.source_sha)
+    meta = {**base_metadata(package_input_spec(model), "fp32", job.preprocess or {}, job.source_sha),
+            "input_kind": opts.inputs}
     compile_package(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
+    if opts.inputs == "media":  # parity with the torch model on seeded media inputs (the cache holds no PCM)
+        return art_path, _media_package_gate(job, model, art_path)
     # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
     if opts.device == "cuda":
         from .pt2 import run_isolated
@@ -252,6 +296,25 @@ def _in_batches(runner):
             return batched(runner, video, audio)
 
     return infer
+
+
+def _media_package_gate(job: ExportJob, model, art_path: Path) -> GateResult:
+    from ..engines.runners import AotiRunner
+    from .frontend import media_example_inputs
+
+    frames, pcm = media_example_inputs(model.frontend.spec, 4)
+    with torch.no_grad():
+        ref = model(frames, pcm).numpy()
+    if job.opts.device == "cuda":
+        from .pt2 import run_isolated
+
+        got = run_isolated(art_path, frames.numpy(), pcm.numpy())
+    else:
+        got = _in_batches(AotiRunner(art_path))(frames.numpy(), pcm.numpy())
+    job.log("media package: parity with the torch model on 4 seeded media inputs")
+    result = compare(ref, got, None, "fp32", job.opts.thresholds)
+    job.log(result.summary())
+    return result
 
 
 def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> GateResult:

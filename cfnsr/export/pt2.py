@@ -11,6 +11,7 @@ The cfnsr metadata travels inside the package (``aot_inductor.metadata``) under 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -35,6 +36,13 @@ def input_spec(model: CFNSR) -> list[dict]:
     axis."""
     from ..model.summary import example_inputs
 
+    if hasattr(model, "frontend"):
+        from .frontend import media_example_inputs
+
+        frames, pcm = media_example_inputs(model.frontend.spec, batch=1)
+        return [tensor_entry("frames", "input", ["batch", *frames.shape[1:]], "uint8"),
+                tensor_entry("pcm", "input", ["batch", *pcm.shape[1:]]),
+                tensor_entry(OUTPUT_NAME, "output", ["batch", model.config.num_classes])]
     video, audio = example_inputs(model.config, batch=1)
     return [tensor_entry("video", "input", ["batch", *video.shape[1:]]),
             tensor_entry("audio", "input", ["batch", *audio.shape[1:]]),
@@ -56,8 +64,14 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     if path.suffix != ".pt2":
         raise CfnsrError(f"output {path} must end in .pt2")
     model = model.eval().to(device)
-    video, audio = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
-    video, audio = video.to(device), audio.to(device)
+    if hasattr(model, "frontend"):  # a frontend.MediaModel: frames + pcm in
+        from .frontend import media_example_inputs
+
+        first, second = media_example_inputs(model.frontend.spec, batch=2)
+    else:
+        first, second = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+    first, second = first.to(device), second.to(device)
+    names = list(inspect.signature(model.forward).parameters)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     meta = encode_metadata({**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__})
     for name in ("torch._inductor", "torch.utils.cpp_extension"):  # the latter warns "No CUDA runtime" on CPUs
@@ -65,8 +79,7 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="cfnsr-pt2-") as tmp:
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            program = torch.export.export(model, (video, audio), dynamic_shapes={"video": {0: batch},
-                                                                                "audio": {0: batch}})
+            program = torch.export.export(model, (first, second), dynamic_shapes={n: {0: batch} for n in names})
             built = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(tmp) / "model.pt2"),
                 inductor_configs={"aot_inductor.metadata": meta})

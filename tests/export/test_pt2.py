@@ -8,6 +8,7 @@ import pytest
 from cfnsr.errors import CfnsrError
 from cfnsr.export.formats import resolve
 from cfnsr.export.pipeline import ExportOptions, export
+from cfnsr.model.checkpoint import load_checkpoint
 
 
 def test_pt2_is_fp32_only():
@@ -103,3 +104,19 @@ def test_run_isolated_matches_in_process(tiny_pt2, tiny_inputs):
                                    rtol=1e-5, atol=1e-4)
     with pytest.raises(ArtifactError, match="fresh process failed"):
         run_isolated(tiny_pt2.path.with_name("missing.pt2"), video, audio)
+
+
+def test_media_pt2_package_matches_the_media_onnx(trained_tiny, tiny_cache, media_onnx, tmp_path):
+    """--inputs media works for AOTInductor packages too: same inputs, same logits as the media ONNX file."""
+    from cfnsr.data.spec import PreprocessSpec
+    from cfnsr.engines import load
+    from cfnsr.export.frontend import media_example_inputs
+
+    res = export(trained_tiny, ExportOptions("fp32", tmp_path / "m.media.pt2", fmt="pt2", inputs="media",
+                                             max_batch=4, progress=False), log=lambda *a: None)
+    assert res.passed, res.report["gate"]
+    spec = PreprocessSpec.from_dict(load_checkpoint(trained_tiny)["preprocess"])
+    frames, pcm = (t.numpy() for t in media_example_inputs(spec, 3))
+    with load(res.path) as pkg, load(media_onnx.path) as ort:
+        assert [s.name for s in pkg.input_spec] == ["frames", "pcm"]
+        np.testing.assert_allclose(pkg(frames, pcm), ort(frames, pcm), rtol=1e-4, atol=1e-3)

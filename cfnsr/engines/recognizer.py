@@ -1,0 +1,178 @@
+"""``cfnsr.Recognizer``: the persistent runtime for applications. Load an artifact once, then predict from files or
+from frames + audio, with the time each stage took.
+
+Stages: decode (PyAV), detection (the landmark file's boxes, or OpenCV's Haar detector), crop (resize to the
+spec's face size), resample (soxr, as ``librosa.resample`` does), features (librosa's MFCC: features artifacts
+only; a media artifact computes it in its graph), model (the runner; the front end included for media artifacts).
+Everything uses the functions of ``cfnsr.data`` that build the training cache: one implementation, nothing copied.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.features import (
+    audio_segment,
+    box_problem,
+    center_boxes,
+    crop_faces,
+    decode_audio,
+    frame_indices,
+    haar_boxes,
+    landmark_boxes,
+    mfcc_features,
+    read_video_frames,
+    resample,
+    to_model_inputs,
+)
+from ..data.spec import PreprocessSpec
+from ..errors import ArtifactError, DataError
+from . import device_options, load
+from .base import InputError, input_kind
+
+STAGES = ("decode", "detection", "crop", "resample", "features", "model")
+
+
+@dataclass
+class Prediction:
+    emotion: str
+    label_id: int
+    probabilities: dict[str, float]
+    crop: str  # landmarks | haar | center
+    audio_padded: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, and total
+    crop_note: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Recognizer:
+    """``Recognizer(artifact, backend=None, device="auto")``: loads once; use as a context manager (or ``close()``).
+
+    ``allow_center_crop``: classify the frame centre when no face is found (refused by default, as in preprocess).
+    """
+
+    def __init__(self, artifact: str | Path, backend: str | None = None, device: str | None = "auto",
+                 allow_center_crop: bool = False, **options):
+        self.artifact = Path(artifact)
+        self.allow_center_crop = allow_center_crop
+        self.runner = load(self.artifact, backend, **device_options(self.artifact, backend, device), **options)
+        self.runner.activate()
+        if not self.runner.preprocess:
+            self.close()
+            raise ArtifactError(f"{artifact} records no preprocessing spec (cfnsr.preprocess); re-export it")
+        self.spec = PreprocessSpec.from_dict(self.runner.preprocess)
+        self.kind = input_kind(self.runner.metadata) if self.runner.backend != "torch" else "features"
+        self.labels = self.runner.labels
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> "Recognizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- prediction ------------------------------------------------------------------------------------------------
+    def predict_file(self, path: str | Path, landmarks: str | Path | None = None) -> Prediction:
+        """Decode a clip (its audio at its own rate), find the face, crop, infer."""
+        t0 = time.perf_counter()
+        path = Path(path)
+        frames, n_frames = read_video_frames(path, self.spec.frames)
+        audio, rate = decode_audio(path)
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        boxes, note = None, None
+        t = time.perf_counter()
+        if landmarks is not None:
+            from ..data.ravdess import read_landmarks
+
+            boxes = landmark_boxes(read_landmarks(landmarks), frame_indices(n_frames, self.spec.frames), n_frames)
+            problem = box_problem(boxes, *frames.shape[1:3])
+            if problem:
+                boxes, note = None, f"landmarks {landmarks} not used: {problem}"
+        landmark_ms = (time.perf_counter() - t) * 1e3
+        tried = f"a landmark file ({'none found' if landmarks is None else landmarks}) and "
+        pred = self._predict(frames, audio, rate, boxes, source=str(path), tried=tried)
+        pred.crop_note = pred.crop_note or note
+        pred.timings_ms["decode"] = decode_ms
+        pred.timings_ms["detection"] += landmark_ms
+        pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return pred
+
+    def predict(self, frames: np.ndarray, pcm: np.ndarray, sample_rate: int, boxes: np.ndarray | None = None
+                ) -> Prediction:
+        """Full video frames (T, H, W, 3) RGB uint8 of one clip, its mono audio at ``sample_rate`` (resampled to the
+        spec's rate), and optional face boxes (T, 4) (left, top, right, bottom) per frame; without boxes the
+        detector finds the face. The spec's frames are chosen evenly over the T given."""
+        t0 = time.perf_counter()
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InputError(f"frames: expected uint8 (T, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
+        pcm = np.asarray(pcm, dtype=np.float32)
+        if pcm.ndim != 1 or pcm.size == 0:
+            raise InputError(f"pcm: expected mono samples (N,), got shape {pcm.shape}")
+        if not np.isfinite(pcm).all():
+            raise InputError(f"pcm holds {int((~np.isfinite(pcm)).sum())} non-finite samples")
+        if not sample_rate or sample_rate <= 0:
+            raise InputError(f"sample_rate must be positive, got {sample_rate}")
+        idx = frame_indices(len(frames), self.spec.frames)
+        if boxes is not None:
+            boxes = np.asarray(boxes, dtype=np.float32)
+            if boxes.shape != (len(frames), 4):
+                raise InputError(f"boxes: expected ({len(frames)}, 4), one per frame, got {boxes.shape}")
+            boxes = boxes[idx]
+        pred = self._predict(frames[idx], pcm, sample_rate, boxes)
+        pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return pred
+
+    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "") -> Prediction:
+        timings = dict.fromkeys(STAGES, 0.0)
+        t = time.perf_counter()
+        method, note = "landmarks", None
+        if boxes is not None:
+            problem = box_problem(boxes, *frames.shape[1:3])
+            if problem:
+                boxes, note = None, f"boxes not used: {problem}"
+        if boxes is None:
+            boxes, method = haar_boxes(frames), "haar"
+        if boxes is None:
+            if not self.allow_center_crop:
+                raise DataError(f"no face found in {source or 'the frames'}: tried {tried}OpenCV's Haar face "
+                                f"detector on {len(frames)} frames. Pass --landmarks CSV (or boxes), or "
+                                "--allow-center-crop to classify the centre of the frame anyway")
+            boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
+        timings["detection"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        crops = crop_faces(frames, boxes, self.spec)
+        timings["crop"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        audio = resample(audio, rate, self.spec.sample_rate)
+        timings["resample"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        if self.kind == "media":
+            pcm, padded = audio_segment(audio, self.spec)
+            inputs = (crops[None], pcm[None])
+        else:
+            mfcc, padded = mfcc_features(audio, self.spec)
+            video, audio_in = to_model_inputs(crops, mfcc, self.spec)
+            inputs = (video[None], audio_in[None])
+        timings["features"] = (time.perf_counter() - t) * 1e3
+        self.last_inputs = inputs  # what the model was given (cfnsr predict --save-inputs writes them)
+        t = time.perf_counter()
+        logits = self.runner(*inputs)[0].astype(np.float64)
+        timings["model"] = (time.perf_counter() - t) * 1e3
+        if not np.isfinite(logits).all():
+            raise ArtifactError(f"{self.artifact} returned non-finite logits ({logits.tolist()}): the model is broken")
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        best = int(p.argmax())
+        return Prediction(self.labels[best], best, {name: float(x) for name, x in zip(self.labels, p)}, method,
+                          padded, timings, note, source)
