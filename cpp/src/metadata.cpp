@@ -58,6 +58,10 @@ void parse_metadata(const nlohmann::json& meta, const std::string& where, ModelI
     bad(where, "metadata schema is not a number: " + meta["schema"].dump());
   }
   info.cfnsr_version = text(meta, "version", "unknown");
+  if (text(meta, "input_kind", "features") == "media")
+    throw Error(Status::VersionMismatch,
+                where + ": a media artifact (uint8 face crops + PCM in, its front end in the graph); this "
+                        "cfnsr_runtime runs features artifacts: export the checkpoint with --inputs features");
   if (info.schema > kMetadataSchema || info.schema < 1)
     throw Error(Status::VersionMismatch,
                 where + ": metadata schema " + std::to_string(info.schema) + " (written by cfnsr " +

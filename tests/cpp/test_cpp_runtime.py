@@ -186,6 +186,9 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     rc, _, err = infer(cpp, tiny_pt2.path, *_save(tmp_path / "batch", video[:2], audio[:1]))
     assert rc == STATUS["input_size"] and "audio" in err
 
+    media = _rewrite_pt2(tiny_pt2.path, tmp_path / "media.pt2", **{"cfnsr.input_kind": "media"})
+    rc, _, err = infer(cpp, media, *good)
+    assert rc == STATUS["version_mismatch"] and "a media artifact" in err and "--inputs features" in err
     newer = _rewrite_pt2(tiny_pt2.path, tmp_path / "newer.pt2", **{"cfnsr.schema": "2", "cfnsr.version": "9.0"})
     rc, _, err = infer(cpp, newer, *good)
     assert rc == STATUS["version_mismatch"] and "schema 2" in err and "cfnsr 9.0" in err
