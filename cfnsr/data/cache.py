@@ -276,6 +276,7 @@ class FeatureCache:
     spec: PreprocessSpec
     clips: list[dict]
     hash: str
+    raw_dir: Path | None = None  # the RAVDESS folder the clips were decoded from (their "source" is relative to it)
 
     @classmethod
     def open(cls, root: str | Path) -> "FeatureCache":
@@ -305,7 +306,7 @@ class FeatureCache:
             raise DataError(f"{path}: {len(broken)} clip entries lack {'/'.join(need)} (first: {broken[0]})")
         if "hash" not in m:
             raise DataError(f"{path} has no hash entry: preprocess the data again")
-        return cls(root, spec, clips, m["hash"])
+        return cls(root, spec, clips, m["hash"], Path(m["raw_dir"]) if m.get("raw_dir") else None)
 
     @property
     def actors(self) -> list[int]:
@@ -337,6 +338,15 @@ class FeatureCache:
         if preprocess and self.spec.to_dict() != preprocess:
             raise DataError(f"the cache {self.root} was preprocessed differently from the checkpoint's training data "
                             f"(cache {self.spec.to_json()}, checkpoint {json.dumps(preprocess, sort_keys=True)})")
+
+    def source(self, entry: dict) -> Path:
+        """The raw clip a cache entry was made from (a media artifact's PCM is decoded from it)."""
+        src = Path(entry.get("source", ""))
+        path = src if src.is_absolute() or self.raw_dir is None else self.raw_dir / src
+        if not path.is_file():
+            raise DataError(f"clip {entry['stem']}: its raw file {path} is not there; a media artifact is checked on "
+                            "the clips' audio, so the RAVDESS folder the cache was made from must be present")
+        return path
 
     def verify(self, actors=None) -> None:
         """Every selected clip's arrays exist, have the spec's shapes and finite values; else a DataError naming the

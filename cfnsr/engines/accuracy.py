@@ -110,21 +110,38 @@ class GateResult:
         return head
 
 
-def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None, log):
-    """Model inputs and labels of the checkpoint's evaluation (test) actors; the whole cache without a split."""
+def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) -> list[dict]:
+    """The checkpoint's evaluation (test) actors' clips (the whole cache without a split), ``limit`` spread evenly."""
     actors = split.test if split else None
     clips = cache.select(actors)
     if not clips:
         raise DataError(f"the cache {cache.root} has no clips of the held-out actors {list(actors or [])}")
     n = len(clips) if limit is None else min(limit, len(clips))
     idx = np.linspace(0, len(clips) - 1, n).round().astype(int) if n < len(clips) else np.arange(len(clips))
-    pairs = [to_model_inputs(np.asarray(cache.frames(clips[i]["stem"])), cache.mfcc(clips[i]["stem"]), cache.spec)
-             for i in idx]
+    return [clips[i] for i in idx]
+
+
+def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None, log):
+    """Model inputs (video, MFCC features) and labels of the held-out clips (``held_out_clips``)."""
+    clips = held_out_clips(cache, split, limit)
+    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
     video = np.stack([v for v, _ in pairs])
     audio = np.stack([a for _, a in pairs])
-    labels = np.array([int(clips[i]["label"]) for i in idx])
-    log(f"accuracy gate on {n} held-out clips of actors {list(actors) if actors else 'all'}")
+    labels = np.array([int(c["label"]) for c in clips])
+    actors = sorted({c["actor"] for c in clips})
+    log(f"accuracy gate on {len(clips)} held-out clips of actors {actors}")
     return video, audio, labels
+
+
+def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A media artifact's inputs for the same clips: the cached uint8 face crops, and the PCM window of each clip's
+    raw audio (decoded and resampled as preprocessing did)."""
+    from ..data.features import audio_segment, read_audio
+
+    clips = held_out_clips(cache, split, limit)
+    frames = np.stack([np.asarray(cache.frames(c["stem"])) for c in clips])
+    pcm = np.stack([audio_segment(read_audio(cache.source(c), cache.spec.sample_rate), cache.spec)[0] for c in clips])
+    return frames, pcm
 
 
 def batched(fn, video, audio, batch: int = 8) -> np.ndarray:

@@ -69,3 +69,31 @@ def test_reduced_precision_media_graphs_keep_the_front_end_fp32(precision, train
                 if t in types:
                     assert types[t] in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.BOOL), n.name
     assert not readiness.fusion_lint(g).problems
+
+
+def test_validate_checks_a_media_artifact_on_the_clips_audio(media_onnx, trained_tiny, tiny_cache, tmp_path):
+    """validate feeds a media artifact the cached crops and each clip's raw audio; the torch reference gets the
+    cached features: the fp32 gate (100% agreement, |dlogit| <= 1e-3) holds through the in-graph front end."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from cfnsr.cli import main
+
+    out = tmp_path / "v.json"
+    res = CliRunner().invoke(main, ["validate", str(media_onnx.path), "--reference", str(trained_tiny), "--data",
+                                    str(tiny_cache.root), "--clips", "12", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    v = json.loads(out.read_text())
+    assert v["passed"] and v["agreement"] == 1.0 and v["max_abs_logit"] <= 1e-3
+    # Without the raw clips there is no audio to check the front end on: said, not guessed.
+    moved = tmp_path / "cache"
+    shutil.copytree(tiny_cache.root, moved, ignore=shutil.ignore_patterns("frames"), symlinks=True)
+    (moved / "frames").symlink_to(tiny_cache.root / "frames")
+    m = json.loads((moved / "manifest.json").read_text())
+    m["raw_dir"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(m))
+    res = CliRunner().invoke(main, ["validate", str(media_onnx.path), "--reference", str(trained_tiny), "--data",
+                                    str(moved), "--clips", "2"])
+    assert res.exit_code == 1 and "the RAVDESS folder the cache was made from must be present" in res.output
