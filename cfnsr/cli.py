@@ -9,6 +9,7 @@ import click
 
 from . import __version__
 from .errors import CfnsrError
+from .fileio import check_not_inputs, probe_writable
 
 
 class Group(click.Group):
@@ -75,19 +76,6 @@ def _torch_device(ctx, param, value):
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         raise click.BadParameter(f"{value!r}: use auto, cpu, cuda or cuda:N")
     return value
-
-
-def check_writable_early(path) -> None:
-    from .fileio import probe_writable
-
-    probe_writable(path)
-
-
-def refuse_overwriting_inputs(outputs, inputs) -> None:
-    """Raise when an output path is one of the inputs (same path, or the same file through a link)."""
-    from .fileio import check_not_inputs
-
-    check_not_inputs(outputs, inputs)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,7 +161,7 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
         raise click.UsageError("give either --fused, or both --video and --audio")
     if not fused and not (video and audio):
         raise click.UsageError("--video and --audio go together")
-    refuse_overwriting_inputs([output], [fused, video, audio])
+    check_not_inputs([output], [fused, video, audio])
     check_writable(output, force)
     cfg = get_config(config_name)
     if fused:
@@ -228,7 +216,7 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
     from .data.spec import PreprocessSpec
     from .model import get_config
 
-    refuse_overwriting_inputs([cache_dir], [raw_dir])
+    check_not_inputs([cache_dir], [raw_dir])
     spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
                    log=click.echo, force=force)
@@ -271,7 +259,7 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
         raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")
     if fold != "all" and not (fold.isdigit() and 1 <= int(fold) <= folds):
         raise click.BadParameter(f"{fold!r}: give a fold number 1..{folds} (--folds), or 'all'", param_hint="--fold")
-    refuse_overwriting_inputs([run_dir], [cache_dir, init_path])
+    check_not_inputs([run_dir], [cache_dir, init_path])
     dist = init_distributed()
     cache = FeatureCache.open(cache_dir)
     cfg = get_config(config_name)
@@ -369,7 +357,7 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
                          thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
                          max_batch=max_batch, inputs=inputs)
-    refuse_overwriting_inputs([output], [checkpoint, data])
+    check_not_inputs([output], [checkpoint, data])
     result = run(checkpoint, opts, log=click.echo)
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
@@ -416,7 +404,7 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
         raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch")
     opts = BuildOptions(b, workspace_mb, Path(timing_cache) if timing_cache else None, version_compatible,
                         hardware_compatible, dla_core, layer_info)
-    refuse_overwriting_inputs([output], [onnx_path])
+    check_not_inputs([output], [onnx_path])
     build_engine(onnx_path, output, opts, force=force, log=click.echo)
 
 
@@ -442,9 +430,9 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
     from .fileio import write_json
 
     th = GateThresholds.from_options(min_agreement, max_accuracy_drop, max_abs_logit)
-    refuse_overwriting_inputs([json_path], [artifact, reference, data])
+    check_not_inputs([json_path], [artifact, reference, data])
     if json_path:
-        check_writable_early(json_path)
+        probe_writable(json_path)
     result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo, device=device)
     if json_path:
         write_json(json_path, result.to_dict())
@@ -471,9 +459,9 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
     from .engines.bench import parse_entries, write_reports
 
     entries = parse_entries(list(artifacts), list(backends), reference)
-    refuse_overwriting_inputs([json_path, Path(json_path).with_suffix(".md"), Path(json_path).with_suffix(".png")],
+    check_not_inputs([json_path, Path(json_path).with_suffix(".md"), Path(json_path).with_suffix(".png")],
                               [*artifacts, reference])
-    check_writable_early(json_path)
+    probe_writable(json_path)
     batches = batch
     report = run(entries, batches, warmup, iters, threads, log=click.echo, device=device)
     paths = write_reports(report, json_path)
@@ -504,36 +492,29 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, jsonl, csv_path,
             timeline, window, hop, out_dir, timings, device) -> None:
     """The emotion of clips: files, folders or globs, the model loaded once (or --timeline over a recording)."""
-    from .engines.predict import expand_inputs, landmarks_for, predict_many, write_rows, write_timeline
+    from .engines.predict import expand_inputs, predict_clip, predict_many, write_rows, write_timeline
     from .engines.predict import timeline as run_timeline
     from .engines.recognizer import STAGES, Recognizer
 
     videos = expand_inputs(inputs)
-    refuse_overwriting_inputs([save_inputs, jsonl, csv_path], [*videos, model_path, landmarks])
+    check_not_inputs([save_inputs, jsonl, csv_path], [*videos, model_path, landmarks])
     for path in (jsonl, csv_path):
         if path:
-            check_writable_early(path)
+            probe_writable(path)
     if (save_inputs or landmarks) and len(videos) > 1:
         raise click.UsageError("--save-inputs and --landmarks take one clip")
     with Recognizer(model_path, backend, device, allow_center_crop) as rec:
         if timeline:
             for v in videos:
                 out = Path(out_dir) if out_dir else v.parent
-                refuse_overwriting_inputs([out / f"{v.stem}.timeline.csv"], [v])
+                check_not_inputs([out / f"{v.stem}.timeline.csv"], [v])
                 rows = run_timeline(v, rec, window, hop)
                 csv_out, png_out = out / f"{v.stem}.timeline.csv", out / f"{v.stem}.timeline.png"
                 write_timeline(rows, rec.labels, csv_out, png_out, f"{v.name}: emotion over time ({rec.artifact.name})")
                 click.echo(f"{v}: {len(rows)} windows -> {csv_out}, {png_out}")
             return
         if len(videos) == 1:
-            from .engines.predict import _save_inputs
-
-            pred = rec.predict_file(videos[0], landmarks_for(videos[0], landmarks))
-            if save_inputs:
-                _save_inputs(Path(save_inputs), rec.last_inputs)
-            rows = [{"video": str(videos[0]), "model": str(model_path), "backend": rec.runner.backend,
-                     "device": rec.runner.device, **pred.to_dict(),
-                     **({"saved_inputs": str(save_inputs)} if save_inputs else {})}]
+            rows = [predict_clip(rec, videos[0], landmarks, save_inputs)]
         else:
             rows = predict_many(videos, rec, log=click.echo)
         write_rows(rows, rec.labels, Path(jsonl) if jsonl else None, Path(csv_path) if csv_path else None)

@@ -68,14 +68,19 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
     """The emotion of one clip. ``save_inputs``: a folder where the model inputs are also written as ``video.npy``
     and ``audio.npy`` (batch 1: features, or uint8 crops and PCM for a media artifact), the buffers the C++ runtime
     takes."""
-    video = Path(video)
     with Recognizer(model, backend, device, allow_center_crop) as rec:
-        pred = rec.predict_file(video, landmarks_for(video, landmarks))
-        if save_inputs is not None:
-            _save_inputs(Path(save_inputs), rec.last_inputs)
-        backend_name, device_name = rec.runner.backend, rec.runner.device
-    return {"video": str(video), "model": str(model), "backend": backend_name, "device": device_name,
-            **pred.to_dict(), **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}
+        return predict_clip(rec, Path(video), landmarks, save_inputs)
+
+
+def predict_clip(rec: Recognizer, video: Path, landmarks: str | Path | None = None,
+                 save_inputs: str | Path | None = None) -> dict:
+    """One clip through ``rec``, as a result dict (what `cfnsr predict` prints for a single clip)."""
+    pred = rec.predict_file(video, landmarks_for(video, landmarks))
+    if save_inputs is not None:
+        _save_inputs(Path(save_inputs), rec.last_inputs)
+    return {"video": str(video), "model": str(rec.artifact), "backend": rec.runner.backend,
+            "device": rec.runner.device, **pred.to_dict(),
+            **({"saved_inputs": str(save_inputs)} if save_inputs is not None else {})}
 
 
 def predict_many(videos: list[Path], rec: Recognizer, landmarks: str | Path | None = None, progress: bool = True,

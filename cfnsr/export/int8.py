@@ -34,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CfnsrError
-from .onnx_graph import consumers, reachable_from, topological_sort
+from .onnx_graph import attribute, consumers, reachable_from, topological_sort
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 # fp16 Q/DQ scales (and a DequantizeLinear with fp16 output) need opset 19; TensorRT 10.0+ parses opsets 9-20.
@@ -61,13 +61,6 @@ class Placement:
     def to_dict(self) -> dict:
         return {"quantized_layers": len(self.quantize), "high_precision_layers": self.high_precision,
                 "residual_adds": self.residual}
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -114,10 +107,10 @@ def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placeme
         if n.op_type == "Conv":
             if n.input[0] == "video" and scope in ("no-stem", "no-stem-grouped"):
                 reason = f"video stem: --int8-scope {scope}"
-            elif _attr(n, "group", 1) > 1 and scope in ("no-grouped", "no-stem-grouped"):
+            elif attribute(n, "group", 1) > 1 and scope in ("no-grouped", "no-stem-grouped"):
                 reason = f"grouped convolution: --int8-scope {scope}"
         else:
-            out_cols = shape[0] if (n.op_type == "Gemm" and _attr(n, "transB", 0)) else shape[-1]
+            out_cols = shape[0] if (n.op_type == "Gemm" and attribute(n, "transB", 0)) else shape[-1]
             if out_cols == 1:
                 reason = "GEMV (one output column): int8 cannot use tensor cores here"
             elif _rows_per_sample(model, n.input[0]) == 1:
@@ -285,7 +278,7 @@ def to_fp16_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
         return fp16_scales[name]
 
     def is_cast(node, to) -> bool:
-        return node is not None and node.op_type == "Cast" and _attr(node, "to") == to
+        return node is not None and node.op_type == "Cast" and attribute(node, "to") == to
 
     for n in list(model.graph.node):
         if n.op_type == "QuantizeLinear":

@@ -92,6 +92,14 @@ def set_metadata(model: onnx.ModelProto, **entries) -> None:
             model.metadata_props.append(onnx.StringStringEntryProto(key=full, value=text))
 
 
+def attribute(node: onnx.NodeProto, name: str, default=None):
+    """The value of ``node``'s attribute ``name``, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
 def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list] = {}
     for n in model.graph.node:

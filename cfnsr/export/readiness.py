@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 import onnx
 
-from .onnx_graph import constant_arrays
+from .onnx_graph import attribute, constant_arrays
 
 
 def supported_ops() -> set[str]:
@@ -108,13 +108,6 @@ class FusionLint:
     fused_int8: list[str] = field(default_factory=list)  # quantized layers in a pattern TensorRT fuses
 
 
-def _attr(node, name, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def fusion_lint(model: onnx.ModelProto) -> FusionLint:
     """Check every quantized Conv/Gemm/MatMul against the patterns TensorRT's explicit-quantization fusions need.
 
@@ -178,10 +171,10 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
                 if n.op_type == "Conv":
                     want_axis = 0
                 elif n.op_type == "Gemm":
-                    want_axis = 0 if _attr(n, "transB", 0) else 1
+                    want_axis = 0 if attribute(n, "transB", 0) else 1
                 else:
                     want_axis = w.ndim - 1
-                axis = _attr(dq, "axis", 1)
+                axis = attribute(dq, "axis", 1)
                 axis = axis + w.ndim if axis < 0 else axis
                 if scale.size == 1 or axis != want_axis or scale.size != w.shape[want_axis]:
                     ok = False
