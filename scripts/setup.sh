@@ -23,14 +23,24 @@ elif "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/d
   torch_req=(); venv_flags=(--system-site-packages)
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv "${venv_flags[@]}" .venv
-# The C++ runtime's build tools (cpp/): cmake, a C/C++ compiler and nlohmann-json's headers, from apt where
-# missing. Without root or apt they are only reported: the C++ tests then skip (or fail under CFNSR_REQUIRE_CPP=1).
+# The C++ runtime's build tools (cpp/): cmake, a C/C++ compiler and nlohmann-json's headers, and its media
+# component's libraries, from apt where missing. Without root or apt they are only reported: the C++ tests then skip
+# (or fail under CFNSR_REQUIRE_CPP=1).
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v c++ >/dev/null || need+=(g++)
 command -v cc >/dev/null || need+=(gcc)
 [ -f /usr/include/nlohmann/json.hpp ] || [ -f /usr/local/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)  # real speech for the front end's exactness test
+# The C++ media component (cfnsr::media): FFmpeg to decode, libsoxr to resample, OpenCV's Haar detector and resize.
+command -v pkg-config >/dev/null || need+=(pkg-config)
+for pc in libavformat:libavformat-dev libavcodec:libavcodec-dev libswscale:libswscale-dev libavutil:libavutil-dev \
+          soxr:libsoxr-dev; do
+  pkg-config --exists "${pc%%:*}" 2>/dev/null || need+=("${pc#*:}")
+done
+[ -f /usr/include/opencv4/opencv2/objdetect.hpp ] || [ -f /usr/local/include/opencv4/opencv2/objdetect.hpp ] \
+  || need+=(libopencv-core-dev libopencv-imgproc-dev libopencv-objdetect-dev)
+[ -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ] || need+=(opencv-data)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,16 @@ def media_onnx(trained_tiny, tiny_cache, export_dir):
 
 
 @pytest.fixture(scope="session")
+def media_pt2(trained_tiny, export_dir):
+    """The trained tiny model as a media AOTInductor package for CPU, batch 1..2 (its gate runs 4 clips through it
+    in batches of 2)."""
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    return export(trained_tiny, ExportOptions("fp32", export_dir / "m.media.fp32.pt2", fmt="pt2", inputs="media",
+                                              max_batch=2, progress=False), log=lambda *a: None)
+
+
+@pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory):
     """Real speech (espeak-ng, RAVDESS's first sentence) as a 22.05 kHz wav; skipped where espeak-ng is missing."""
     import shutil
@@ -168,4 +179,33 @@ def speech_wav(tmp_path_factory):
         pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), "Kids are talking by the door"], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_clip(speech_wav, tmp_path_factory):
+    """Real media: a slow pan over a photograph of a face (matplotlib's grace_hopper.jpg) with real speech
+    (espeak-ng), H.264 + stereo AAC at 48 kHz in an mp4, 3.2 s."""
+    import av
+    import cv2
+    import matplotlib
+    import numpy as np
+
+    from cfnsr.data.features import resample
+    from cfnsr.data.synth import write_clip
+
+    photo = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
+    assert photo is not None, "matplotlib's sample photograph grace_hopper.jpg is missing"
+    photo = photo[..., ::-1]
+    with av.open(str(speech_wav)) as c:
+        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]) / 32768.0
+        rate = c.streams.audio[0].rate
+    mono = np.concatenate([np.zeros(19200), resample(speech.astype(np.float32), rate, 48000), np.zeros(28800)])
+    stereo = np.stack([mono, 0.8 * np.roll(mono, 24)]).astype(np.float32)  # two different channels
+    frames = []
+    for t in range(int(len(mono) / 48000 * 30)):
+        y, x = 40 + int(20 * np.sin(t / 15)), 30 + t % 30
+        frames.append(np.ascontiguousarray(photo[y:y + 480, x:x + 448]))
+    path = tmp_path_factory.mktemp("face") / "hopper.mp4"
+    write_clip(path, frames, stereo, rate=48000)
     return path

@@ -106,6 +106,17 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return soxr.resample(np.asarray(audio, dtype=np.float32), rate, target, quality="soxr_hq").astype(np.float32)
 
 
+# Integer sample formats -> float in [-1, 1), as librosa/soundfile read them (AAC decodes to float already).
+_INT_SCALE = {"u8": (128.0, 128.0), "s16": (0.0, 32768.0), "s32": (0.0, 2.0 ** 31), "s64": (0.0, 2.0 ** 63)}
+
+
+def _as_float(samples: np.ndarray, fmt: str) -> np.ndarray:
+    offset, scale = _INT_SCALE.get(fmt.rstrip("p"), (None, None))
+    if scale is None:
+        return samples.astype(np.float32)
+    return ((samples.astype(np.float64) - offset) / scale).astype(np.float32)
+
+
 def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """The clip's audio track as mono float32 at its own rate: (samples, rate)."""
     path = Path(path)
@@ -116,7 +127,7 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         chunks, rate = [], stream.rate
         try:
             for frame in container.decode(stream):
-                a = frame.to_ndarray().astype(np.float32)
+                a = _as_float(frame.to_ndarray(), frame.format.name)
                 if frame.format.is_planar:
                     a = a.mean(axis=0)  # (channels, n) -> mono
                 else:

@@ -195,25 +195,31 @@ def synth_audio(actor: Actor, name: ClipName, rng: np.random.Generator) -> tuple
     return sig.astype(np.float32), rate, phase
 
 
-def write_clip(path: Path, frames: list[np.ndarray], audio: np.ndarray) -> None:
-    """Mux RGB frames (H.264, yuv420p) and mono audio (AAC) into an mp4, as RAVDESS's files are."""
+def write_clip(path: Path, frames: list[np.ndarray], audio: np.ndarray, rate: int = AUDIO_RATE,
+               fps: int = FPS) -> None:
+    """Mux RGB frames (H.264, yuv420p) and audio (AAC; ``audio`` mono (n,) or stereo (2, n)) into an mp4, as
+    RAVDESS's files are."""
     import av
 
+    audio = np.asarray(audio, dtype=np.float32)
+    stereo = audio.ndim == 2
     with av.open(str(path), "w", format="mp4") as out:
-        v = out.add_stream("libx264", rate=FPS, options={"preset": "veryfast", "crf": "26", "threads": "1"})
-        v.width, v.height, v.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        a = out.add_stream("aac", rate=AUDIO_RATE, layout="mono")
-        a.bit_rate = 48000
+        v = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "26", "threads": "1"})
+        v.height, v.width = frames[0].shape[:2]
+        v.pix_fmt = "yuv420p"
+        a = out.add_stream("aac", rate=rate, layout="stereo" if stereo else "mono")
+        a.bit_rate = 96000 if stereo else 48000
         for img in frames:
             for pkt in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(pkt)
         for pkt in v.encode():
             out.mux(pkt)
         step = 1024
-        for i in range(0, len(audio), step):
-            chunk = audio[i:i + step]
-            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
-            frame.sample_rate = AUDIO_RATE
+        for i in range(0, audio.shape[-1], step):
+            chunk = np.ascontiguousarray(audio[..., i:i + step])
+            frame = (av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo") if stereo else
+                     av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono"))
+            frame.sample_rate = rate
             frame.pts = i
             for pkt in a.encode(frame):
                 out.mux(pkt)

@@ -47,6 +47,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, and total
     crop_note: str | None = None
     source: str | None = None
+    boxes: list[list[float]] | None = None  # the face box (left, top, right, bottom) of each frame the model saw
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -175,4 +176,4 @@ class Recognizer:
         p /= p.sum()
         best = int(p.argmax())
         return Prediction(self.labels[best], best, {name: float(x) for name, x in zip(self.labels, p)}, method,
-                          padded, timings, note, source)
+                          padded, timings, note, source, np.asarray(boxes, dtype=np.float32).tolist())

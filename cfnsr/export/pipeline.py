@@ -238,6 +238,7 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
             "input_kind": opts.inputs}
     compile_package(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
+    job.report.update(device=opts.device, max_batch=opts.max_batch)
     if opts.inputs == "media":  # parity with the torch model on seeded media inputs (the cache holds no PCM)
         return art_path, _media_package_gate(job, model, art_path)
     # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
@@ -246,8 +247,7 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
 
         infer = functools.partial(run_isolated, art_path)
     else:
-        infer = _in_batches(AotiRunner(art_path))
-    job.report.update(device=opts.device, max_batch=opts.max_batch)
+        infer = _in_batches(AotiRunner(art_path), opts.max_batch)
     return art_path, _gate(job, infer, art_path, None)
 
 
@@ -289,11 +289,12 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
     return graph, info
 
 
-def _in_batches(runner):
-    """All clips through ``runner``, batch by batch, the runner open only meanwhile."""
+def _in_batches(runner, max_batch: int = 8):
+    """All clips through ``runner``, batch by batch (at most ``max_batch``: a package's limit), the runner open only
+    meanwhile."""
     def infer(video, audio):
         with runner:
-            return batched(runner, video, audio)
+            return batched(runner, video, audio, batch=min(8, max_batch))
 
     return infer
 
@@ -310,7 +311,7 @@ def _media_package_gate(job: ExportJob, model, art_path: Path) -> GateResult:
 
         got = run_isolated(art_path, frames.numpy(), pcm.numpy())
     else:
-        got = _in_batches(AotiRunner(art_path))(frames.numpy(), pcm.numpy())
+        got = _in_batches(AotiRunner(art_path), job.opts.max_batch)(frames.numpy(), pcm.numpy())
     job.log("media package: parity with the torch model on 4 seeded media inputs")
     result = compare(ref, got, None, "fp32", job.opts.thresholds)
     job.log(result.summary())

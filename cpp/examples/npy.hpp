@@ -1,5 +1,6 @@
 // Reading float32 .npy files (NumPy's format 1.0-3.0, little-endian, C order): how the example gets preprocessed
-// inputs that Python wrote (`cfnsr predict --save-inputs DIR` or numpy.save).
+// inputs that Python wrote (`cfnsr predict --save-inputs DIR` or numpy.save); writing uint8/float32 ones (what
+// cfnsr_predict --save-inputs writes, for numpy.load).
 #pragma once
 
 #include <cstdint>
@@ -64,6 +65,24 @@ inline Array load_float32(const std::string& path) {
   if (!in.read(reinterpret_cast<char*>(a.data.data()), static_cast<std::streamsize>(count * sizeof(float))))
     throw std::runtime_error(path + ": truncated data (expected " + std::to_string(count) + " floats)");
   return a;
+}
+
+// Write a C-order array as .npy version 1.0; descr "|u1" (uint8) or "<f4" (float32, little-endian hosts).
+inline void save(const std::string& path, const void* data, std::size_t bytes, const std::vector<int64_t>& shape,
+                 const std::string& descr) {
+  std::string dims;
+  for (auto d : shape) dims += std::to_string(d) + ",";
+  if (shape.size() > 1) dims.pop_back();
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  header.append(64 - (10 + header.size() + 1) % 64, ' ');  // data aligned to 64 bytes
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  const unsigned char head[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(header.size() & 0xff),
+                                  static_cast<unsigned char>(header.size() >> 8)};
+  out.write(reinterpret_cast<const char*>(head), 10);
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+  if (!out) throw std::runtime_error(path + ": cannot write");
 }
 
 }  // namespace npy

@@ -137,10 +137,11 @@ class AotiBackend final : public Backend {
     if (info.device == "cuda") device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index));
   }
 
-  void infer(const float* video, const float* audio, int64_t batch, float* logits) override {
+  void infer(const void* video, const float* audio, int64_t batch, float* logits) override {
     try {
       c10::InferenceMode guard;
-      auto v = at::from_blob(const_cast<float*>(video), shape(info_.video, batch), at::kFloat);
+      const auto video_type = info_.video.dtype == "uint8" ? at::kByte : at::kFloat;
+      auto v = at::from_blob(const_cast<void*>(video), shape(info_.video, batch), video_type);
       auto a = at::from_blob(const_cast<float*>(audio), shape(info_.audio, batch), at::kFloat);
       if (device_.is_cuda()) {
         v = v.to(device_);

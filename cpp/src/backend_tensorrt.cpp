@@ -105,6 +105,8 @@ class TensorRTBackend final : public Backend {
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw Error(Status::Runtime, "TensorRT could not create an execution context: " + logger_.last_error);
 
+    video_name_ = info.video.name;
+    audio_name_ = info.audio.name;
     bind(info.video, nvinfer1::TensorIOMode::kINPUT, info);
     bind(info.audio, nvinfer1::TensorIOMode::kINPUT, info);
     bind(info.logits, nvinfer1::TensorIOMode::kOUTPUT, info);
@@ -113,14 +115,14 @@ class TensorRTBackend final : public Backend {
     stream_.reset(stream);
   }
 
-  void infer(const float* video, const float* audio, int64_t batch, float* logits) override {
+  void infer(const void* video, const float* audio, int64_t batch, float* logits) override {
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
-    copy_in("video", video, batch);
-    copy_in("audio", audio, batch);
+    copy_in(video_name_, video, batch);
+    copy_in(audio_name_, audio, batch);
     if (!context_->enqueueV3(stream_.get()))
       throw Error(Status::Runtime, path_ + ": TensorRT enqueueV3 failed: " + logger_.last_error);
     const auto n = static_cast<std::size_t>(batch) * per_sample_.at("logits");
-    cuda_check(cudaMemcpyAsync(logits, buffers_.at("logits").get(), n * sizeof(float), cudaMemcpyDeviceToHost,
+    cuda_check(cudaMemcpyAsync(logits, buffers_.at("logits").get(), n, cudaMemcpyDeviceToHost,
                                stream_.get()),
                "copying logits from the GPU");
     cuda_check(cudaStreamSynchronize(stream_.get()), path_ + ": inference failed on the GPU");
@@ -163,8 +165,10 @@ class TensorRTBackend final : public Backend {
       throw Error(Status::InvalidArtifact, path_ + " has no " +
                                                (mode == nvinfer1::TensorIOMode::kINPUT ? "input" : "output") +
                                                " tensor '" + t.name + "' (the sidecar belongs to another engine?)");
-    if (engine_->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
-      throw Error(Status::InvalidArtifact, path_ + ": tensor '" + t.name + "' is not float32 in the engine");
+    // A media artifact's frames are uint8 network inputs (TensorRT casts them to float inside the engine).
+    const auto want = t.dtype == "uint8" ? nvinfer1::DataType::kUINT8 : nvinfer1::DataType::kFLOAT;
+    if (engine_->getTensorDataType(name) != want)
+      throw Error(Status::InvalidArtifact, path_ + ": tensor '" + t.name + "' is not " + t.dtype + " in the engine");
     nvinfer1::Dims dims = engine_->getTensorShape(name);
     if (dims.nbDims != static_cast<int>(t.shape.size()))
       throw Error(Status::InvalidArtifact, path_ + ": tensor '" + t.name + "' has shape " + dims_string(dims) +
@@ -181,9 +185,9 @@ class TensorRTBackend final : public Backend {
                                                  std::to_string(max.d[0]) + ", its sidecar says " +
                                                  std::to_string(info.max_batch) + " (the sidecar belongs to another engine?)");
     }
-    per_sample_[t.name] = t.sample_elements();
+    per_sample_[t.name] = t.sample_elements() * t.element_size();  // bytes per clip
     void* ptr = nullptr;
-    cuda_check(cudaMalloc(&ptr, per_sample_[t.name] * static_cast<std::size_t>(info.max_batch) * sizeof(float)),
+    cuda_check(cudaMalloc(&ptr, per_sample_[t.name] * static_cast<std::size_t>(info.max_batch)),
                "allocating GPU memory for '" + t.name + "'");
     buffers_[t.name].reset(ptr);
     if (!context_->setTensorAddress(name, ptr))
@@ -191,14 +195,14 @@ class TensorRTBackend final : public Backend {
     dims_[t.name] = dims;
   }
 
-  void copy_in(const std::string& name, const float* host, int64_t batch) {
+  void copy_in(const std::string& name, const void* host, int64_t batch) {
     nvinfer1::Dims d = dims_.at(name);
     d.d[0] = batch;
     if (!context_->setInputShape(name.c_str(), d))
       throw Error(Status::InputSize, path_ + ": TensorRT refused shape " + dims_string(d) + " for '" + name + "': " +
                                          logger_.last_error);
     const auto n = static_cast<std::size_t>(batch) * per_sample_.at(name);
-    cuda_check(cudaMemcpyAsync(buffers_.at(name).get(), host, n * sizeof(float), cudaMemcpyHostToDevice,
+    cuda_check(cudaMemcpyAsync(buffers_.at(name).get(), host, n, cudaMemcpyHostToDevice,
                                stream_.get()),
                "copying '" + name + "' to the GPU");
   }
@@ -206,6 +210,7 @@ class TensorRTBackend final : public Backend {
   // Declaration order is destruction order reversed: the context goes before the engine, the engine before the
   // runtime, and the buffers and stream after TensorRT has let go of them.
   std::string path_;
+  std::string video_name_, audio_name_;
   int device_;
   Logger logger_;
   std::unordered_map<std::string, DeviceBuffer> buffers_;

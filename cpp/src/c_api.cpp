@@ -3,37 +3,14 @@
 #include <new>
 #include <string>
 
-#include "cfnsr/cfnsr.h"
-#include "cfnsr/runtime.hpp"
-
-struct cfnsr_model {
-  std::unique_ptr<cfnsr::Model> model;
-};
+#include "c_model.hpp"
 
 namespace {
 
+using cfnsr::detail::fail;
+using cfnsr::detail::guarded;
+
 thread_local std::string last_error;
-
-cfnsr_status fail(cfnsr_status status, const std::string& message) {
-  last_error = message;
-  return status;
-}
-
-template <typename F>
-cfnsr_status guarded(F&& f) {
-  try {
-    f();
-    return CFNSR_OK;
-  } catch (const cfnsr::Error& e) {
-    return fail(static_cast<cfnsr_status>(e.status()), e.what());
-  } catch (const std::bad_alloc&) {
-    return fail(CFNSR_ERROR_RUNTIME, "out of memory");
-  } catch (const std::exception& e) {
-    return fail(CFNSR_ERROR_INTERNAL, std::string("unexpected error: ") + e.what());
-  } catch (...) {
-    return fail(CFNSR_ERROR_INTERNAL, "unexpected error of unknown type");
-  }
-}
 
 const cfnsr::TensorInfo* input_info(const cfnsr_model* m, cfnsr_input input) {
   if (m == nullptr) return nullptr;
@@ -44,6 +21,8 @@ const cfnsr::TensorInfo* input_info(const cfnsr_model* m, cfnsr_input input) {
 }
 
 }  // namespace
+
+void cfnsr::detail::set_last_error(const std::string& message) { last_error = message; }
 
 extern "C" {
 
@@ -73,6 +52,7 @@ const char* cfnsr_status_name(cfnsr_status status) {
     case CFNSR_ERROR_OUTPUT_SIZE: return "CFNSR_ERROR_OUTPUT_SIZE";
     case CFNSR_ERROR_RUNTIME: return "CFNSR_ERROR_RUNTIME";
     case CFNSR_ERROR_INTERNAL: return "CFNSR_ERROR_INTERNAL";
+    case CFNSR_ERROR_MEDIA: return "CFNSR_ERROR_MEDIA";
   }
   return "CFNSR_UNKNOWN_STATUS";
 }
@@ -119,6 +99,13 @@ cfnsr_status cfnsr_input_shape(const cfnsr_model* m, cfnsr_input input, int64_t*
   return CFNSR_OK;
 }
 
+const char* cfnsr_input_kind(const cfnsr_model* m) { return m ? m->model->info().input_kind.c_str() : nullptr; }
+
+const char* cfnsr_input_dtype(const cfnsr_model* m, cfnsr_input input) {
+  const auto* t = input_info(m, input);
+  return t ? t->dtype.c_str() : nullptr;
+}
+
 size_t cfnsr_sample_elements(const cfnsr_model* m, cfnsr_input input) {
   const auto* t = input_info(m, input);
   return t ? t->sample_elements() : 0;
@@ -147,6 +134,15 @@ cfnsr_status cfnsr_run(cfnsr_model* m, const float* video, size_t video_count, c
   if (m == nullptr) return fail(CFNSR_ERROR_INVALID_ARGUMENT, "cfnsr_run: model is NULL");
   return guarded([&] {
     m->model->run(video, video_count, audio, audio_count, batch, logits, probabilities, output_capacity);
+  });
+}
+
+cfnsr_status cfnsr_run_media(cfnsr_model* m, const uint8_t* frames, size_t frames_count, const float* pcm,
+                             size_t pcm_count, int64_t batch, float* logits, float* probabilities,
+                             size_t output_capacity) {
+  if (m == nullptr) return fail(CFNSR_ERROR_INVALID_ARGUMENT, "cfnsr_run_media: model is NULL");
+  return guarded([&] {
+    m->model->run(frames, frames_count, pcm, pcm_count, batch, logits, probabilities, output_capacity);
   });
 }
 

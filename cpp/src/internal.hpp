@@ -16,8 +16,9 @@ constexpr int kMetadataSchema = 1;
 class Backend {
  public:
   virtual ~Backend() = default;
-  // video and audio are checked by the caller: batch within the artifact's range, sizes exact.
-  virtual void infer(const float* video, const float* audio, int64_t batch, float* logits) = 0;
+  // video and audio are checked by the caller: batch within the artifact's range, sizes exact, element types those
+  // of info.video / info.audio (float32, or uint8 for a media artifact's frames).
+  virtual void infer(const void* video, const float* audio, int64_t batch, float* logits) = 0;
 };
 
 struct Opened {

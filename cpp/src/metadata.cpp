@@ -18,14 +18,16 @@ std::string text(const nlohmann::json& meta, const char* key, const std::string&
   throw Error(Status::InvalidArtifact, where + ": " + what);
 }
 
-TensorInfo tensor(const nlohmann::json& inputs, const std::string& name, std::size_t rank, const std::string& where) {
+TensorInfo tensor(const nlohmann::json& inputs, const std::string& name, std::size_t rank, const std::string& where,
+                  const std::string& dtype = "float32") {
   for (const auto& entry : inputs) {
     if (!entry.is_object() || text(entry, "name", "") != name) continue;
     TensorInfo t;
     t.name = name;
     t.layout = text(entry, "layout", "");
-    if (text(entry, "dtype", "float32") != "float32")
-      bad(where, "tensor '" + name + "' is " + text(entry, "dtype", "") + "; this runtime takes float32");
+    t.dtype = text(entry, "dtype", "float32");
+    if (t.dtype != dtype)
+      bad(where, "tensor '" + name + "' is " + t.dtype + "; this runtime takes it as " + dtype);
     const auto& shape = entry.at("shape");
     for (std::size_t i = 0; i < shape.size(); ++i) {
       if (shape[i].is_number_integer() && shape[i].get<int64_t>() > 0) {
@@ -58,10 +60,11 @@ void parse_metadata(const nlohmann::json& meta, const std::string& where, ModelI
     bad(where, "metadata schema is not a number: " + meta["schema"].dump());
   }
   info.cfnsr_version = text(meta, "version", "unknown");
-  if (text(meta, "input_kind", "features") == "media")
-    throw Error(Status::VersionMismatch,
-                where + ": a media artifact (uint8 face crops + PCM in, its front end in the graph); this "
-                        "cfnsr_runtime runs features artifacts: export the checkpoint with --inputs features");
+  info.input_kind = text(meta, "input_kind", "features");
+  if (info.input_kind != "features" && info.input_kind != "media")
+    throw Error(Status::VersionMismatch, where + ": input kind '" + info.input_kind + "' (written by cfnsr " +
+                                             info.cfnsr_version + "); this runtime (cfnsr_runtime " + version() +
+                                             ") runs 'features' and 'media' artifacts");
   if (info.schema > kMetadataSchema || info.schema < 1)
     throw Error(Status::VersionMismatch,
                 where + ": metadata schema " + std::to_string(info.schema) + " (written by cfnsr " +
@@ -70,8 +73,14 @@ void parse_metadata(const nlohmann::json& meta, const std::string& where, ModelI
   try {
     info.precision = text(meta, "precision", "fp32");
     const auto& inputs = meta.at("inputs");
-    info.video = tensor(inputs, "video", 5, where);
-    info.audio = tensor(inputs, "audio", 3, where);
+    if (info.input_kind == "media") {
+      info.video = tensor(inputs, "frames", 5, where, "uint8");
+      info.audio = tensor(inputs, "pcm", 2, where);
+      if (info.video.shape[4] != 3) bad(where, "tensor 'frames' must end in 3 RGB channels (N, T, H, W, 3)");
+    } else {
+      info.video = tensor(inputs, "video", 5, where);
+      info.audio = tensor(inputs, "audio", 3, where);
+    }
     info.logits = tensor(inputs, "logits", 2, where);
     info.labels.clear();
     if (meta.contains("labels"))

@@ -30,15 +30,19 @@ std::string lower_suffix(const std::string& path) {
   return s;
 }
 
+std::string shape_text(const TensorInfo& t, int64_t batch = -1) {
+  std::string shape = "[" + (batch < 0 ? std::string("N") : std::to_string(batch));
+  for (std::size_t i = 1; i < t.shape.size(); ++i) shape += ", " + std::to_string(t.shape[i]);
+  return shape + "]";
+}
+
 void check_size(const char* what, std::size_t got, std::size_t per_sample, int64_t batch, const TensorInfo& t) {
   const std::size_t expected = per_sample * static_cast<std::size_t>(batch);
   if (got == expected) return;
-  std::string shape = "[" + std::to_string(batch);
-  for (std::size_t i = 1; i < t.shape.size(); ++i) shape += ", " + std::to_string(t.shape[i]);
-  shape += "]";
-  throw Error(Status::InputSize, std::string("input '") + what + "': got " + std::to_string(got) +
-                                     " floats, expected " + std::to_string(expected) + " for batch " +
-                                     std::to_string(batch) + " (shape " + shape + ", " + t.layout + ")");
+  throw Error(Status::InputSize, std::string("input '") + what + "': got " + std::to_string(got) + " " +
+                                     (t.dtype == "uint8" ? "bytes" : "floats") + ", expected " +
+                                     std::to_string(expected) + " for batch " + std::to_string(batch) + " (shape " +
+                                     shape_text(t, batch) + ", " + t.dtype + " " + t.layout + ")");
 }
 
 }  // namespace
@@ -88,15 +92,14 @@ std::unique_ptr<Model> Model::open(const std::string& path, const Options& optio
 
 const ModelInfo& Model::info() const noexcept { return impl_->info; }
 
-Result Model::run(const float* video, std::size_t video_count, const float* audio, std::size_t audio_count,
-                  int64_t batch) {
+Result Model::collect(int64_t batch, const std::function<void(float*, float*, std::size_t)>& fill) {
   Result r;
   r.batch = batch;
   r.num_classes = impl_->info.logits.shape[1];
   const std::size_t n = static_cast<std::size_t>(std::max<int64_t>(batch, 0) * r.num_classes);
   r.logits.resize(n);
   r.probabilities.resize(n);
-  run(video, video_count, audio, audio_count, batch, r.logits.data(), r.probabilities.data(), n);
+  fill(r.logits.data(), r.probabilities.data(), n);
   r.top1.resize(static_cast<std::size_t>(batch));
   for (int64_t b = 0; b < batch; ++b) {
     const float* row = r.logits.data() + b * r.num_classes;
@@ -105,18 +108,57 @@ Result Model::run(const float* video, std::size_t video_count, const float* audi
   return r;
 }
 
+Result Model::run(const float* video, std::size_t video_count, const float* audio, std::size_t audio_count,
+                  int64_t batch) {
+  return collect(batch, [&](float* logits, float* probabilities, std::size_t n) {
+    run(video, video_count, audio, audio_count, batch, logits, probabilities, n);
+  });
+}
+
+Result Model::run(const uint8_t* frames, std::size_t frames_count, const float* pcm, std::size_t pcm_count,
+                  int64_t batch) {
+  return collect(batch, [&](float* logits, float* probabilities, std::size_t n) {
+    run(frames, frames_count, pcm, pcm_count, batch, logits, probabilities, n);
+  });
+}
+
 void Model::run(const float* video, std::size_t video_count, const float* audio, std::size_t audio_count,
                 int64_t batch, float* logits, float* probabilities, std::size_t output_capacity) {
+  run_checked(video, video_count, "float32", audio, audio_count, batch, logits, probabilities, output_capacity);
+}
+
+void Model::run(const uint8_t* frames, std::size_t frames_count, const float* pcm, std::size_t pcm_count,
+                int64_t batch, float* logits, float* probabilities, std::size_t output_capacity) {
+  run_checked(frames, frames_count, "uint8", pcm, pcm_count, batch, logits, probabilities, output_capacity);
+}
+
+void Model::run_checked(const void* video, std::size_t video_count, const char* video_type, const float* audio,
+                        std::size_t audio_count, int64_t batch, float* logits, float* probabilities,
+                        std::size_t output_capacity) {
   const ModelInfo& info = impl_->info;
-  if (video == nullptr || audio == nullptr) throw Error(Status::InvalidArgument, "video and audio must not be null");
+  if (info.video.dtype != video_type) {
+    if (info.input_kind == "media")
+      throw Error(Status::InvalidArgument,
+                  info.path + " is a media artifact: it takes uint8 RGB face crops 'frames' " + shape_text(info.video) +
+                      " and PCM 'pcm' " + shape_text(info.audio) + " (run with const uint8_t* frames; "
+                      "cfnsr::media prepares them), not float features");
+    throw Error(Status::InvalidArgument,
+                info.path + " is a features artifact: it takes float32 'video' " + shape_text(info.video) +
+                    " and MFCC 'audio' " + shape_text(info.audio) + ", not uint8 frames and PCM (export the "
+                    "checkpoint with `cfnsr export --inputs media` for those)");
+  }
+  const char* video_name = info.video.name.c_str();
+  const char* audio_name = info.audio.name.c_str();
+  if (video == nullptr || audio == nullptr)
+    throw Error(Status::InvalidArgument, std::string(video_name) + " and " + audio_name + " must not be null");
   if (logits == nullptr && probabilities == nullptr)
     throw Error(Status::InvalidArgument, "pass a logits or a probabilities buffer (or both)");
   if (batch < info.min_batch || batch > info.max_batch)
     throw Error(Status::InputSize, "batch " + std::to_string(batch) + " is outside the range " +
                                        std::to_string(info.min_batch) + ".." + std::to_string(info.max_batch) +
                                        " that " + info.path + " accepts");
-  check_size("video", video_count, info.video.sample_elements(), batch, info.video);
-  check_size("audio", audio_count, info.audio.sample_elements(), batch, info.audio);
+  check_size(video_name, video_count, info.video.sample_elements(), batch, info.video);
+  check_size(audio_name, audio_count, info.audio.sample_elements(), batch, info.audio);
   const int64_t classes = info.logits.shape[1];
   const std::size_t needed = static_cast<std::size_t>(batch * classes);
   if (output_capacity < needed)

@@ -9,76 +9,13 @@ tests skip, except where CFNSR_REQUIRE_CPP=1 (CI) turns the skip into a failure.
 import json
 import os
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-CPP = Path(__file__).resolve().parents[2] / "cpp"
-STATUS = {"ok": 0, "invalid_argument": 1, "file_not_found": 2, "invalid_artifact": 3, "version_mismatch": 4,
-          "backend_unavailable": 5, "input_size": 6}
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CFNSR_REQUIRE_CPP") == "1":
-        pytest.fail(f"C++ runtime cannot be built: {reason}")
-    pytest.skip(f"C++ runtime cannot be built here: {reason}")
-
-
-def _run(cmd, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
-
-
-def _step(cmd, what):
-    r = _run(cmd)
-    if r.returncode != 0:
-        tail = (r.stdout + r.stderr)[-3000:]
-        if what == "configure" and "nlohmann_json" in tail:
-            _unavailable("nlohmann_json is not installed (apt install nlohmann-json3-dev)")
-        pytest.fail(f"{what} failed ({' '.join(map(str, cmd))}):\n{tail}")
-    return r
-
-
-@pytest.fixture(scope="session")
-def cpp(tmp_path_factory):
-    """cfnsr_runtime built and installed into a prefix, and the example built against that install."""
-    import torch
-
-    missing = [t for t in ("cmake", "cc", "c++") if shutil.which(t) is None]
-    if missing:
-        _unavailable(f"{', '.join(missing)} not found")
-    root = tmp_path_factory.mktemp("cpp")
-    build, prefix, app = root / "build", root / "prefix", root / "app"
-    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-    # AUTO, not ON: a libtorch without the AOTInductor package loader (JetPack 6.1's torch 2.5.0a0) still builds
-    # the runtime, and the .pt2 tests then skip with the reason instead of failing the configure step.
-    configured = _step(["cmake", "-S", CPP, "-B", build, *gen, "-DCMAKE_BUILD_TYPE=Release", "-DCFNSR_WITH_AOTI=AUTO",
-                        f"-DCFNSR_TORCH_ROOT={Path(torch.__file__).parent}", "-DCFNSR_BUILD_EXAMPLES=OFF"], "configure")
-    backends = next((line.split("backends:", 1)[1].split() for line in configured.stdout.splitlines()
-                     if "cfnsr_runtime" in line and "backends:" in line), [])
-    _step(["cmake", "--build", build, "-j", "2"], "build")
-    _step(["cmake", "--install", build, "--prefix", prefix], "install")
-    # The example as an application builds it: its own project, find_package(cfnsr_runtime) from the prefix.
-    _step(["cmake", "-S", CPP / "examples", "-B", app, *gen, f"-DCMAKE_PREFIX_PATH={prefix}"], "configure example")
-    _step(["cmake", "--build", app], "build example")
-    libs = sorted(prefix.glob("lib*/libcfnsr_runtime.so*")) + sorted(prefix.glob("lib*/*/libcfnsr_runtime.so*"))
-    assert libs, f"no libcfnsr_runtime.so installed under {prefix}"
-    assert (prefix / "include" / "cfnsr" / "cfnsr.h").is_file()
-    why = next((line.split("cfnsr_runtime: ", 1)[1] for line in configured.stdout.splitlines()
-                if "AOTInductor headers not found" in line or "has no lib" in line), "libtorch was not usable")
-    return SimpleNamespace(prefix=prefix, lib=libs[0], infer=app / "cfnsr_infer", c_check=build / "cfnsr_c_check",
-                           aoti="aoti" in backends, no_aoti_reason=f"built without the AOTInductor backend: {why}")
-
-
-@pytest.fixture
-def aoti(cpp):
-    """The runtime's libtorch backend; the .pt2 tests skip, with the reason, where libtorch lacks the loader."""
-    if not cpp.aoti:
-        pytest.skip(cpp.no_aoti_reason)
-    return cpp
+from cpptools import CPP, STATUS, generator, step, unavailable
+from cpptools import run as _run
 
 
 def infer(cpp, model, *args) -> tuple[int, dict | None, str]:
@@ -187,8 +124,11 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     assert rc == STATUS["input_size"] and "audio" in err
 
     media = _rewrite_pt2(tiny_pt2.path, tmp_path / "media.pt2", **{"cfnsr.input_kind": "media"})
-    rc, _, err = infer(cpp, media, *good)
-    assert rc == STATUS["version_mismatch"] and "a media artifact" in err and "--inputs features" in err
+    rc, _, err = infer(cpp, media, *good)  # says media, describes features tensors
+    assert rc == STATUS["invalid_artifact"] and "no tensor 'frames'" in err
+    later = _rewrite_pt2(tiny_pt2.path, tmp_path / "stream.pt2", **{"cfnsr.input_kind": "stream"})
+    rc, _, err = infer(cpp, later, *good)
+    assert rc == STATUS["version_mismatch"] and "input kind 'stream'" in err
     newer = _rewrite_pt2(tiny_pt2.path, tmp_path / "newer.pt2", **{"cfnsr.schema": "2", "cfnsr.version": "9.0"})
     rc, _, err = infer(cpp, newer, *good)
     assert rc == STATUS["version_mismatch"] and "schema 2" in err and "cfnsr 9.0" in err
@@ -271,7 +211,7 @@ def test_tensorrt_backend_compiles():
         pytest.skip("no TensorRT headers (NvInfer.h; set TensorRT_ROOT) or CUDA runtime headers here")
     compiler = shutil.which("c++")
     if compiler is None:
-        _unavailable("no C++ compiler")
+        unavailable("no C++ compiler")
     r = _run([compiler, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-I", CPP / "include",
               "-isystem", trt, "-isystem", cuda, CPP / "src" / "backend_tensorrt.cpp"])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -282,13 +222,31 @@ def test_runtime_builds_without_aotinductor(tmp_path):
     pass with CFNSR_WITH_AOTI=AUTO, and say why the backend is missing."""
     missing = [t for t in ("cmake", "cc", "c++") if shutil.which(t) is None]
     if missing:
-        _unavailable(f"{', '.join(missing)} not found")
+        unavailable(f"{', '.join(missing)} not found")
     old_torch = tmp_path / "torch-2.5"
     (old_torch / "include" / "torch").mkdir(parents=True)  # headers without aoti_package/model_package_loader.h
-    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-    r = _step(["cmake", "-S", CPP, "-B", tmp_path / "b", *gen, "-DCFNSR_WITH_AOTI=AUTO", "-DCFNSR_WITH_TENSORRT=OFF",
-               f"-DCFNSR_TORCH_ROOT={old_torch}", "-DCFNSR_BUILD_EXAMPLES=OFF"], "configure")
+    # Without FFmpeg/libsoxr (pkg-config hidden) the media component is left out, with the reason, and the runtime
+    # builds all the same.
+    r = step(["cmake", "-S", CPP, "-B", tmp_path / "b", *generator(), "-DCFNSR_WITH_AOTI=AUTO",
+              "-DCFNSR_WITH_TENSORRT=OFF", "-DCFNSR_WITH_MEDIA=AUTO", "-DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON",
+              f"-DCFNSR_TORCH_ROOT={old_torch}", "-DCFNSR_BUILD_EXAMPLES=OFF"], "configure")
     assert "libtorch with AOTInductor headers not found" in r.stdout
+    assert "no media component: pkg-config (to find FFmpeg and libsoxr) not found" in r.stdout
     assert any(line.rstrip().endswith("backends:") for line in r.stdout.splitlines() if "cfnsr_runtime" in line)
-    _step(["cmake", "--build", tmp_path / "b", "-j", "2"], "build")
+    step(["cmake", "--build", tmp_path / "b", "-j", "2"], "build")
     assert list((tmp_path / "b").glob("libcfnsr_runtime.so*"))
+    assert not list((tmp_path / "b").glob("libcfnsr_media.so*"))
+    step(["cmake", "--install", tmp_path / "b", "--prefix", tmp_path / "p"], "install")
+    assert not (tmp_path / "p" / "include" / "cfnsr" / "media.h").exists()
+    # An application asking for the component is told it is absent; one that does not ask builds.
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.18)\nproject(app CXX)\n"
+        "find_package(cfnsr_runtime REQUIRED CONFIG OPTIONAL_COMPONENTS media)\n"
+        "message(STATUS \"media=${cfnsr_runtime_media_FOUND} runtime=$<TARGET_EXISTS:cfnsr::runtime>\")\n"
+        "if(TARGET cfnsr::media)\n  message(FATAL_ERROR \"cfnsr::media should not exist\")\nendif()\n"
+        "find_package(cfnsr_runtime CONFIG COMPONENTS media QUIET)\n"
+        "message(STATUS \"with media required: found=${cfnsr_runtime_FOUND}\")\n")
+    r = step(["cmake", "-S", app, "-B", app / "b", f"-DCMAKE_PREFIX_PATH={tmp_path / 'p'}"], "configure app")
+    assert "media=FALSE" in r.stdout and "with media required: found=0" in r.stdout

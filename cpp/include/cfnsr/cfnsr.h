@@ -15,8 +15,12 @@
  *   cfnsr_run(m, video, 4 * nv, audio, 4 * na, 4, NULL, probs, 8 * 4);
  *   cfnsr_close(m);
  *
- * Inputs are preprocessed float32 buffers, C-contiguous, batch first: video (N, 3, T, H, W) face crops normalised
- * as the artifact's preprocessing says (cfnsr_preprocess_json), audio (N, MFCC bins, MFCC frames).
+ * Inputs are C-contiguous buffers, batch first, of one of two kinds (cfnsr_input_kind):
+ *   "features" (cfnsr export, the default): float32 video (N, 3, T, H, W) face crops normalised as the artifact's
+ *              preprocessing says (cfnsr_preprocess_json), float32 audio (N, MFCC bins, MFCC frames); cfnsr_run.
+ *   "media"    (cfnsr export --inputs media, normalisation and MFCC in the graph): uint8 RGB face crops
+ *              (N, T, H, W, 3) and float32 mono PCM (N, samples) at the preprocessing's rate; cfnsr_run_media.
+ *              cfnsr/media.h prepares both from a file, or from camera frames and microphone samples.
  *
  * Thread safety: cfnsr_run on one model is serialised internally; open one model per thread for parallel work.
  */
@@ -50,7 +54,9 @@ typedef enum cfnsr_status {
   CFNSR_ERROR_INPUT_SIZE = 6,          /* input element count or batch does not match the artifact */
   CFNSR_ERROR_OUTPUT_SIZE = 7,         /* an output buffer is smaller than batch x classes */
   CFNSR_ERROR_RUNTIME = 8,             /* the backend failed while running */
-  CFNSR_ERROR_INTERNAL = 9             /* a bug: please report it with the message */
+  CFNSR_ERROR_INTERNAL = 9,            /* a bug: please report it with the message */
+  CFNSR_ERROR_MEDIA = 10               /* cfnsr/media.h: a clip without video or audio, corrupt or undecodable, a bad
+                                          landmark file, or no face found (unless centre crops are allowed) */
 } cfnsr_status;
 
 typedef enum cfnsr_input { CFNSR_INPUT_VIDEO = 0, CFNSR_INPUT_AUDIO = 1 } cfnsr_input;
@@ -87,7 +93,11 @@ CFNSR_API const char* cfnsr_precision(const cfnsr_model* model);
 /* Shape of an input with the batch axis as -1: *rank is always set; dims is filled up to capacity. */
 CFNSR_API cfnsr_status cfnsr_input_shape(const cfnsr_model* model, cfnsr_input input, int64_t* dims, size_t capacity,
                                          size_t* rank);
-/* Floats per clip of an input (the product of its non-batch dimensions); 0 for a NULL model. */
+/* "features" or "media" (see above); NULL for a NULL model. */
+CFNSR_API const char* cfnsr_input_kind(const cfnsr_model* model);
+/* Element type of an input: "float32", or "uint8" for a media artifact's frames; NULL for a NULL model. */
+CFNSR_API const char* cfnsr_input_dtype(const cfnsr_model* model, cfnsr_input input);
+/* Elements per clip of an input (the product of its non-batch dimensions); 0 for a NULL model. */
 CFNSR_API size_t cfnsr_sample_elements(const cfnsr_model* model, cfnsr_input input);
 /* The batch sizes the artifact accepts. */
 CFNSR_API cfnsr_status cfnsr_batch_range(const cfnsr_model* model, int64_t* min_batch, int64_t* max_batch);
@@ -98,12 +108,17 @@ CFNSR_API const char* cfnsr_label(const cfnsr_model* model, size_t index);
 CFNSR_API const char* cfnsr_preprocess_json(const cfnsr_model* model);
 CFNSR_API const char* cfnsr_metadata_json(const cfnsr_model* model);
 
-/* Run a batch. video holds batch * cfnsr_sample_elements(VIDEO) floats, audio batch * ...(AUDIO). logits and
+/* Run a batch of a features artifact. video holds batch * cfnsr_sample_elements(VIDEO) floats, audio batch * ...(AUDIO). logits and
  * probabilities (softmax over classes) each receive batch * classes floats, row-major; either may be NULL, and
  * output_capacity is the size in floats of each non-NULL one. */
 CFNSR_API cfnsr_status cfnsr_run(cfnsr_model* model, const float* video, size_t video_count, const float* audio,
                                  size_t audio_count, int64_t batch, float* logits, float* probabilities,
                                  size_t output_capacity);
+/* Run a batch of a media artifact: frames holds batch * cfnsr_sample_elements(VIDEO) bytes (uint8 RGB face crops,
+ * N x T x H x W x 3), pcm batch * cfnsr_sample_elements(AUDIO) floats. Outputs as for cfnsr_run. */
+CFNSR_API cfnsr_status cfnsr_run_media(cfnsr_model* model, const uint8_t* frames, size_t frames_count,
+                                       const float* pcm, size_t pcm_count, int64_t batch, float* logits,
+                                       float* probabilities, size_t output_capacity);
 
 #ifdef __cplusplus
 } /* extern "C" */

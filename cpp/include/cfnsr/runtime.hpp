@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -29,6 +30,7 @@ enum class Status : int {
   OutputSize = CFNSR_ERROR_OUTPUT_SIZE,
   Runtime = CFNSR_ERROR_RUNTIME,
   Internal = CFNSR_ERROR_INTERNAL,
+  Media = CFNSR_ERROR_MEDIA,
 };
 
 class CFNSR_API Error : public std::runtime_error {
@@ -45,7 +47,9 @@ struct TensorInfo {
   std::string name;
   std::vector<int64_t> shape;
   std::string layout;
-  // Floats per clip: the product of the non-batch dimensions.
+  std::string dtype = "float32";  // "float32", or "uint8" for a media artifact's frames
+  std::size_t element_size() const { return dtype == "uint8" ? 1 : 4; }
+  // Elements per clip: the product of the non-batch dimensions.
   std::size_t sample_elements() const {
     std::size_t n = 1;
     for (std::size_t i = 1; i < shape.size(); ++i) n *= static_cast<std::size_t>(shape[i]);
@@ -62,6 +66,10 @@ struct ModelInfo {
   std::string cfnsr_version;  // the cfnsr that wrote the artifact
   int schema = 1;             // metadata schema version
   std::vector<std::string> labels;
+  // "features": video is 'video' float32 (N, 3, T, H, W) normalised crops, audio is 'audio' float32 MFCC (N, 13, F).
+  // "media" (`cfnsr export --inputs media`, the front end in the graph): video is 'frames' uint8 RGB face crops
+  // (N, T, H, W, 3), audio is 'pcm' float32 mono samples (N, L) at the preprocessing's rate, offset and duration.
+  std::string input_kind = "features";
   TensorInfo video, audio, logits;
   int64_t min_batch = 1, max_batch = 1;
   std::string preprocess_json;  // the preprocessing the inputs must follow
@@ -91,16 +99,27 @@ class CFNSR_API Model {
 
   const ModelInfo& info() const noexcept;
 
-  // Run a batch; video/audio hold batch x sample_elements floats each. Throws Error.
+  // Run a batch of a features artifact; video/audio hold batch x sample_elements floats each. Throws Error.
   Result run(const float* video, std::size_t video_count, const float* audio, std::size_t audio_count,
              int64_t batch);
   // The same into caller-owned buffers of output_capacity floats each; logits or probabilities may be null.
   void run(const float* video, std::size_t video_count, const float* audio, std::size_t audio_count, int64_t batch,
            float* logits, float* probabilities, std::size_t output_capacity);
+  // Run a batch of a media artifact: frames holds batch x T x H x W x 3 uint8 RGB face crops, pcm batch x L floats
+  // (cfnsr::media prepares both from a file or from camera frames and microphone samples). Throws Error.
+  Result run(const uint8_t* frames, std::size_t frames_count, const float* pcm, std::size_t pcm_count,
+             int64_t batch);
+  void run(const uint8_t* frames, std::size_t frames_count, const float* pcm, std::size_t pcm_count, int64_t batch,
+           float* logits, float* probabilities, std::size_t output_capacity);
 
   class Impl;
 
  private:
+  void run_checked(const void* video, std::size_t video_count, const char* video_type, const float* audio,
+                   std::size_t audio_count, int64_t batch, float* logits, float* probabilities,
+                   std::size_t output_capacity);
+  Result collect(int64_t batch, const std::function<void(float*, float*, std::size_t)>& fill);
+
   explicit Model(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
