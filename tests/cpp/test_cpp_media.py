@@ -192,3 +192,50 @@ def test_bad_media_errors(media, media_pt2, tiny_pt2, face_clip, speech_wav, vid
     rc, _, err = predict_cpp(media, tiny_pt2.path, clip)
     assert rc == STATUS["invalid_argument"] and "features artifact" in err and "--inputs media" in err
     assert run([media.predict, media_pt2.path]).returncode == 64
+
+
+def test_integer_pcm_and_truncated_clips_match_python(media, media_pt2, faceless_clip, speech_wav, synth_raw,
+                                                      tmp_path):
+    """16-bit stereo PCM in a Matroska file (integer samples scaled and averaged the same way on both sides), and
+    a clip cut at two thirds (both decode the frames that remain, or both refuse it)."""
+    import av
+
+    from cfnsr.engines.predict import predict_clip
+    from cfnsr.engines.recognizer import Recognizer
+    from cfnsr.errors import DataError
+
+    with av.open(str(speech_wav)) as c:
+        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].rate
+    stereo = np.stack([speech, (speech // 2)]).T.reshape(1, -1).astype(np.int16)  # interleaved L R
+    mkv = tmp_path / "s16.mkv"
+    with av.open(str(faceless_clip)) as src, av.open(str(mkv), "w") as out:
+        v = out.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
+        a = out.add_stream("pcm_s16le", rate=rate, layout="stereo")
+        for frame in src.decode(video=0):
+            for pkt in v.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                out.mux(pkt)
+        for pkt in v.encode():
+            out.mux(pkt)
+        frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+        frame.sample_rate = rate
+        for pkt in [*a.encode(frame), *a.encode()]:
+            out.mux(pkt)
+
+    clip = sorted((synth_raw / "Actor_02").glob("*.mp4"))[5]
+    cut = tmp_path / "cut.mp4"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with Recognizer(media_pt2.path, device="cpu", allow_center_crop=True) as rec:
+        for path in (mkv, cut):
+            try:
+                py = predict_clip(rec, path, save_inputs=tmp_path / path.stem / "py")
+            except DataError as e:
+                rc, _, err = predict_cpp(media, media_pt2.path, path, "--allow-center-crop")
+                assert rc == STATUS["media"] and path.name in err and path.name in str(e)
+                continue
+            rc, out, err = predict_cpp(media, media_pt2.path, path, "--allow-center-crop",
+                                       save=tmp_path / path.stem / "cpp")
+            assert rc == 0, err
+            assert_parity(out, tmp_path / path.stem / "cpp", py, tmp_path / path.stem / "py")

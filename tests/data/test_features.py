@@ -131,3 +131,19 @@ def test_truncated_clip_uses_the_frames_that_decode(tmp_path, synth_raw):
         assert "01-01-05-02-01-02-03.mp4" in str(e)
     else:
         assert f.frames.shape == (20, 96, 96, 3)
+
+
+def test_integer_pcm_is_scaled_to_unit_range(speech_wav):
+    """A 16-bit track decodes to samples / 32768 (as librosa and soundfile read it), not to raw integers."""
+    import wave
+
+    from cfnsr.data.features import decode_audio
+
+    with wave.open(str(speech_wav)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        rate = w.getframerate()
+    audio, got_rate = decode_audio(speech_wav)
+    assert got_rate == rate and audio.dtype == np.float32
+    np.testing.assert_array_equal(audio, raw.astype(np.float32) / 32768)
+    assert 0.05 < np.abs(audio).max() <= 1.0
