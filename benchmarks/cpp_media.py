@@ -6,7 +6,7 @@
 
 Each side is warmed once, then predicts ``--repeat`` times; the table gives each stage's median in ms and the
 total's ratio C++ / Python. Python's "features" stage (cutting the PCM window) is added to its "resample", as the
-C++ side counts it there. Writes cpp_media.json and cpp_media.md under --out.
+C++ side counts it there. Writes cpp_media.json, cpp_media.md and cpp_media.png (stages stacked) under --out.
 """
 
 from __future__ import annotations
@@ -70,7 +70,30 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpp_media.json").write_text(json.dumps(rows, indent=2))
     (args.out / "cpp_media.md").write_text("\n".join(lines) + "\n")
+    plot(rows, args.out / "cpp_media.png", lines[0])
     print("\n".join(lines))
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sides = (("C++", "cpp_ms"), ("Python", "python_ms"))
+    bars = [(f"{r['model']}\n{side}", r[key]) for r in rows for side, key in sides]
+    fig, ax = plt.subplots(figsize=(1.6 * len(bars) + 2, 4.5))
+    bottom = [0.0] * len(bars)
+    for stage in STAGES[:-1]:
+        values = [b[1][stage] for b in bars]
+        ax.bar([b[0] for b in bars], values, bottom=bottom, label=stage)
+        bottom = [x + v for x, v in zip(bottom, values)]
+    ax.set_ylabel("ms (warm median)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 //   cfnsr_infer MODEL.engine --info
 //
 // video.npy is float32 (N, 3, T, H, W), audio.npy float32 (N, MFCC bins, frames), as `cfnsr predict --save-inputs`
-// writes them. Prints JSON: labels, logits, probabilities and the top class of each clip (and latency with
+// writes them; for a media artifact video.npy is uint8 face crops (N, T, H, W, 3) and audio.npy PCM (N, samples). Prints JSON: labels, logits, probabilities and the top class of each clip (and latency with
 // --repeat). Exit status: 0, or the cfnsr_status code of the error (64 for a usage error).
 #include <algorithm>
 #include <chrono>
@@ -93,15 +93,22 @@ int main(int argc, char** argv) {
       return 0;
     }
     npy::Array video, audio;
+    const bool media = info.input_kind == "media";
     try {
-      video = npy::load_float32(video_path);
+      video = npy::load(video_path, media);
       audio = npy::load_float32(audio_path);
+      if (media && video.bytes.empty() && !video.data.empty())
+        throw std::runtime_error(video_path + ": a media artifact takes uint8 face crops (N, T, H, W, 3)");
     } catch (const std::exception& e) {
       std::cerr << "cfnsr_infer: " << e.what() << "\n";
       return CFNSR_ERROR_INVALID_ARGUMENT;
     }
     const int64_t batch = video.shape.empty() ? 0 : video.shape[0];
-    auto result = model->run(video.data.data(), video.data.size(), audio.data.data(), audio.data.size(), batch);
+    auto run = [&] {
+      return media ? model->run(video.bytes.data(), video.bytes.size(), audio.data.data(), audio.data.size(), batch)
+                   : model->run(video.data.data(), video.data.size(), audio.data.data(), audio.data.size(), batch);
+    };
+    auto result = run();
     rows(os, "logits", result.logits, result.batch, result.num_classes);
     rows(os, "probabilities", result.probabilities, result.batch, result.num_classes);
     os << "  \"top1\": [";
@@ -112,7 +119,7 @@ int main(int argc, char** argv) {
       std::vector<double> ms;
       for (int r = 0; r < repeat; ++r) {
         auto t0 = std::chrono::steady_clock::now();
-        model->run(video.data.data(), video.data.size(), audio.data.data(), audio.data.size(), batch);
+        run();
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       std::sort(ms.begin(), ms.end());

@@ -14,10 +14,12 @@ namespace npy {
 
 struct Array {
   std::vector<int64_t> shape;
-  std::vector<float> data;
+  std::vector<float> data;      // float32 arrays
+  std::vector<uint8_t> bytes;   // uint8 arrays (a media artifact's frames)
 };
 
-inline Array load_float32(const std::string& path) {
+// A float32 or (allow_uint8) uint8 array.
+inline Array load(const std::string& path, bool allow_uint8) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(path + ": cannot open");
   char magic[8];
@@ -43,8 +45,11 @@ inline Array load_float32(const std::string& path) {
     return header.substr(header.find(':', at) + 1);
   };
   const std::string descr = field("descr");
-  if (descr.find("'<f4'") == std::string::npos && descr.find("'float32'") == std::string::npos)
-    throw std::runtime_error(path + ": dtype is not little-endian float32 (" + descr.substr(0, descr.find(',')) + ")");
+  const bool is_u8 = descr.find("'|u1'") != std::string::npos || descr.find("'uint8'") != std::string::npos;
+  if (!(is_u8 && allow_uint8) && descr.find("'<f4'") == std::string::npos &&
+      descr.find("'float32'") == std::string::npos)
+    throw std::runtime_error(path + ": dtype is not little-endian float32" + (allow_uint8 ? " or uint8" : "") + " (" +
+                             descr.substr(0, descr.find(',')) + ")");
   if (field("fortran_order").find("False") != field("fortran_order").find_first_not_of(' '))
     throw std::runtime_error(path + ": Fortran-ordered arrays are not supported (save a C-contiguous array)");
   std::string shape = field("shape");
@@ -61,11 +66,19 @@ inline Array load_float32(const std::string& path) {
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
+  if (is_u8) {
+    a.bytes.resize(count);
+    if (!in.read(reinterpret_cast<char*>(a.bytes.data()), static_cast<std::streamsize>(count)))
+      throw std::runtime_error(path + ": truncated data (expected " + std::to_string(count) + " bytes)");
+    return a;
+  }
   a.data.resize(count);
   if (!in.read(reinterpret_cast<char*>(a.data.data()), static_cast<std::streamsize>(count * sizeof(float))))
     throw std::runtime_error(path + ": truncated data (expected " + std::to_string(count) + " floats)");
   return a;
 }
+
+inline Array load_float32(const std::string& path) { return load(path, false); }
 
 // Write a C-order array as .npy version 1.0; descr "|u1" (uint8) or "<f4" (float32, little-endian hosts).
 inline void save(const std::string& path, const void* data, std::size_t bytes, const std::vector<int64_t>& shape,

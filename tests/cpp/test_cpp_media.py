@@ -101,6 +101,13 @@ def test_predict_matches_cfnsr_predict_on_real_media(media, media_pt2, face_clip
     assert list(out["timings_ms"]) == stages and list(out["warm_median_ms"]) == stages
     assert out["timings_ms"]["total"] >= out["timings_ms"]["model"] > 0
 
+    # Python's saved inputs through the runtime alone (cfnsr_infer takes the uint8 crops + PCM of a media artifact).
+    r = run([media.infer, media_pt2.path, "--video", tmp_path / "py" / "video.npy", "--audio",
+             tmp_path / "py" / "audio.npy"])
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(json.loads(r.stdout)["probabilities"][0], list(py["probabilities"].values()),
+                               atol=1e-5)
+
     human = run([media.predict, media_pt2.path, face_clip])
     assert human.returncode == 0 and f"{out['emotion']}  (" in human.stdout and "face: haar" in human.stdout
     assert "ms: decode" in human.stdout
