@@ -10,13 +10,18 @@ It runs the real CLI, step by step, and writes one report (target_check.json + t
 4. where ``tensorrt`` imports: ``cfnsr build --layer-info`` of the fp16 and int8 files, ``cfnsr validate`` of each
    engine against the checkpoint, ``cfnsr bench`` of the checkpoint and the engines, and the engine inspector's
    per-layer summary (how many Convs run as fused int8 kernels). Where it does not, one line says so and the ONNX
-   files are validated and benchmarked on ONNX Runtime instead.
+   files are validated and benchmarked on ONNX Runtime instead;
+5. the C++ runtime end to end, where cmake is there: built (TensorRT, libtorch and the media component, each where
+   found) and installed, ``cfnsr_predict`` built against the install, and run on a synthetic clip with a media
+   artifact (a TensorRT engine of the media ONNX file where TensorRT imports, else an AOTInductor package), against
+   ``cfnsr predict`` on the same artifact: the same emotion and probabilities within 1e-3.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -103,6 +108,7 @@ def main() -> int:
                                         "--json", out / f"validate.{p}.json"])
         step("bench onnx", ["bench", *onnx.values(), "--reference", best, "--batch", "1", "--iters", "5",
                             "--json", out / "bench.json"])
+    report["cpp"] = cpp_end_to_end(root, out, demo, best, cache, has_trt, step)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     (out / "target_check.json").write_text(json.dumps(report, indent=1))
     lines = [f"# Target check ({report['started']})", "", f"- TensorRT: {report['tensorrt'] or 'not importable'}",
@@ -111,13 +117,86 @@ def main() -> int:
     for p, s in report.get("static", {}).items():
         lines.append(f"\n- {p} ONNX: TensorRT-ready {s['ready']}, {s['fused_int8_layers']} quantized layers in fusable "
                      f"patterns, {s['high_precision_layers']} layers in high precision")
+    cpp = report.get("cpp") or {}
+    lines += [f"- C++: {line}" for line in cpp.get("configure", [])]
+    if "same_as_python" in cpp:
+        dp = cpp["max_abs_probability_difference"]
+        lines.append(f"- C++ end to end (`cfnsr_predict` vs `cfnsr predict`, {cpp['artifact']}): same emotion and "
+                     f"probabilities within 1e-3: {cpp['same_as_python']} (max |dp| {dp:.2g}); warm ms per stage "
+                     f"{cpp['warm_median_ms']}")
+    for key in ("skipped", "cfnsr_predict", "failed"):
+        if key in cpp:
+            lines.append(f"- C++ end to end {key}: {cpp[key]}")
     for p, s in report.get("layers", {}).items():
         lines.append(f"- {p} engine: {s['int8_convolutions']} of {s['convolutions']} convolutions in int8, "
                      f"{s['fused_int8_convolutions']} of them fused; {s['reformat_layers']} reformat layers")
     (out / "target_check.md").write_text("\n".join(lines) + "\n")
-    failed = [s["step"] for s in report["steps"] if s["rc"] != 0]
+    failed = [s["step"] for s in report["steps"] if s["rc"] != 0] + (["C++"] if report["cpp"].get("failed") else [])
     print(f"\nreport: {out / 'target_check.md'}" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def cpp_end_to_end(root: Path, out: Path, demo: Path, best: Path, cache: Path, has_trt: bool, step) -> dict:
+    """Build and install cpp/, build cfnsr_predict against the install, and compare it with `cfnsr predict`."""
+    if shutil.which("cmake") is None:
+        print("cmake not found: the C++ runtime is not checked (apt install cmake g++ nlohmann-json3-dev)", flush=True)
+        return {"skipped": "cmake not found"}
+    build, prefix, app = out / "cpp-build", out / "cpp-prefix", out / "cpp-app"
+
+    def tool(name, args, timeout=1200):
+        t0 = time.time()
+        p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=root)
+        print(f"== {name}: rc {p.returncode}\n" + (p.stdout + p.stderr)[-1500:], flush=True)
+        return p.returncode, p.stdout + p.stderr, round(time.time() - t0, 1)
+
+    torch_root = subprocess.run([sys.executable, "-c", "import os, torch; print(os.path.dirname(torch.__file__))"],
+                                capture_output=True, text=True).stdout.strip()
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    rc, log, _ = tool("configure C++", ["cmake", "-S", "cpp", "-B", build, *gen, "-DCMAKE_BUILD_TYPE=Release",
+                                        f"-DCFNSR_TORCH_ROOT={torch_root}", "-DCFNSR_BUILD_EXAMPLES=OFF"])
+    summary = {"configure": [line.strip("- ") for line in log.splitlines() if "cfnsr_runtime" in line]}
+    for name, args in (("build C++", ["cmake", "--build", build, "-j", str(os.cpu_count() or 2)]),
+                       ("install C++", ["cmake", "--install", build, "--prefix", prefix]),
+                       ("configure examples", ["cmake", "-S", "cpp/examples", "-B", app, *gen,
+                                               f"-DCMAKE_PREFIX_PATH={prefix.resolve()}"]),
+                       ("build examples", ["cmake", "--build", app])):
+        if rc != 0:
+            break
+        rc, log, _ = tool(name, args)
+    if rc != 0:
+        return {**summary, "failed": log[-600:]}
+    predict = app / "cfnsr_predict"
+    if not predict.exists():
+        return {**summary, "cfnsr_predict": "not built (no media component: see configure)"}
+    if has_trt:
+        media_onnx, artifact = out / "model.media.fp32.onnx", out / "model.media.engine"
+        step("export media onnx", ["export", best, "--inputs", "media", "--output", media_onnx, "--data", cache,
+                                   "--force"])
+        step("build media engine", ["build", media_onnx, "-o", artifact, "--batch", "1,1,2", "--force"])
+    else:
+        artifact = out / "model.media.fp32.pt2"
+        step("export media pt2", ["export", best, "--format", "pt2", "--inputs", "media", "--output", artifact,
+                                  "--max-batch", "2", "--force"])
+    clip = next(iter(sorted((demo / "ravdess-synth").glob("Actor_*/*.mp4"))), None)
+    if clip is None or not artifact.exists():
+        return {**summary, "failed": f"no media artifact or clip ({artifact}, {clip})"}
+    landmarks = demo / "ravdess-synth" / "landmarks" / (clip.stem + ".csv")
+    extra = ["--landmarks", landmarks] if landmarks.exists() else ["--allow-center-crop"]
+    rc, text, seconds = tool("cfnsr_predict", [predict, artifact, clip, "--json", "--repeat", "5", *extra])
+    py = subprocess.run([sys.executable, "-m", "cfnsr", "predict", str(clip), "--model", str(artifact), "--json",
+                         *map(str, extra)], capture_output=True, text=True, cwd=root)
+    if rc != 0 or py.returncode != 0:
+        return {**summary, "failed": (text + py.stdout + py.stderr)[-800:]}
+    cpp_out, py_out = json.loads(text), json.loads(py.stdout[py.stdout.index("{"):])
+    diff = max(abs(cpp_out["probabilities"][k] - v) for k, v in py_out["probabilities"].items())
+    ok = cpp_out["emotion"] == py_out["emotion"] and diff <= 1e-3
+    report = {**summary, "artifact": str(artifact), "clip": str(clip), "emotion": cpp_out["emotion"],
+              "same_as_python": ok, "max_abs_probability_difference": diff,
+              "warm_median_ms": cpp_out.get("warm_median_ms")}
+    (out / "cpp_predict.json").write_text(json.dumps({"cpp": cpp_out, "python": py_out}, indent=1))
+    if not ok:
+        report["failed"] = "cfnsr_predict and cfnsr predict disagree"
+    return report
 
 
 if __name__ == "__main__":

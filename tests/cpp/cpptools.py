@@ -1,7 +1,9 @@
 """Helpers of the C++ tests: running the build tools and the programs, and the cfnsr_status codes."""
 
+import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,16 @@ def generator() -> list[str]:
     import shutil
 
     return ["-G", "Ninja"] if shutil.which("ninja") else []
+
+
+def rewrite_pt2(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a package with its metadata entries changed (what a package from elsewhere would carry)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("_metadata.json"):
+                meta = json.loads(data)
+                meta.update(changes)
+                data = json.dumps(meta).encode()
+            zout.writestr(item, data)
+    return dst

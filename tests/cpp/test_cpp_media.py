@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cpptools import STATUS, run
+from cpptools import STATUS, rewrite_pt2, run
 
 BOX_PX, CROP_LEVELS, PCM_ABS, PROB_ABS = 1.0, 1, 1e-5, 1e-3
 
@@ -79,6 +79,32 @@ def test_predict_matches_python_on_synthetic_clips(media, media_pt2, synth_raw, 
         assert rc == 0, err
         assert out["crop"] == "landmarks"
         assert_parity(out, tmp_path / clip.stem / "cpp", py, tmp_path / clip.stem / "py")
+
+
+def test_msaf_compat_crops_match_python(media, media_pt2, synth_raw, tmp_path):
+    """A package whose preprocessing says msaf_compat (crop from the frame squashed to the face size first, as
+    MSAF did): C++ crops as Python does."""
+    import zipfile
+
+    from cfnsr.engines.predict import landmarks_for, predict_clip
+    from cfnsr.engines.recognizer import Recognizer
+
+    with zipfile.ZipFile(media_pt2.path) as z:
+        meta = json.loads(z.read(next(n for n in z.namelist() if n.endswith("_metadata.json"))))
+    pre = json.loads(meta["cfnsr.preprocess"])
+    assert pre["msaf_compat"] is False
+    msaf = rewrite_pt2(media_pt2.path, tmp_path / "msaf.pt2",
+                       **{"cfnsr.preprocess": json.dumps({**pre, "msaf_compat": True}, sort_keys=True)})
+    clip = sorted((synth_raw / "Actor_03").glob("*.mp4"))[9]
+    with Recognizer(msaf, device="cpu") as rec:
+        assert rec.spec.msaf_compat
+        py = predict_clip(rec, clip, save_inputs=tmp_path / "py")
+    rc, out, err = predict_cpp(media, msaf, clip, "--landmarks", landmarks_for(clip), save=tmp_path / "cpp")
+    assert rc == 0, err
+    assert_parity(out, tmp_path / "cpp", py, tmp_path / "py")
+    with Recognizer(media_pt2.path, device="cpu") as rec:  # and the crops did change
+        predict_clip(rec, clip, save_inputs=tmp_path / "plain")
+    assert (np.load(tmp_path / "plain" / "video.npy") != np.load(tmp_path / "cpp" / "video.npy")).mean() > 0.1
 
 
 def test_predict_matches_cfnsr_predict_on_real_media(media, media_pt2, face_clip, tmp_path):

@@ -9,12 +9,11 @@ tests skip, except where CFNSR_REQUIRE_CPP=1 (CI) turns the skip into a failure.
 import json
 import os
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cpptools import CPP, STATUS, generator, step, unavailable
+from cpptools import CPP, STATUS, generator, rewrite_pt2, step, unavailable
 from cpptools import run as _run
 
 
@@ -84,19 +83,6 @@ def test_info_reads_package_metadata(cpp, aoti, tiny_pt2, trained_tiny):
     assert out["metadata"]["inputs"][0]["shape"] == ["batch", 3, 20, 64, 64]
 
 
-def _rewrite_pt2(src: Path, dst: Path, **changes) -> Path:
-    """A copy of a package with its metadata entries changed (what a package from elsewhere would carry)."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item.filename)
-            if item.filename.endswith("_metadata.json"):
-                meta = json.loads(data)
-                meta.update(changes)
-                data = json.dumps(meta).encode()
-            zout.writestr(item, data)
-    return dst
-
-
 def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     video, audio, _ = held_out
     good = _save(tmp_path / "good", video[:2], audio[:2])
@@ -123,24 +109,24 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     rc, _, err = infer(cpp, tiny_pt2.path, *_save(tmp_path / "batch", video[:2], audio[:1]))
     assert rc == STATUS["input_size"] and "audio" in err
 
-    media = _rewrite_pt2(tiny_pt2.path, tmp_path / "media.pt2", **{"cfnsr.input_kind": "media"})
+    media = rewrite_pt2(tiny_pt2.path, tmp_path / "media.pt2", **{"cfnsr.input_kind": "media"})
     rc, _, err = infer(cpp, media, *good)  # says media, describes features tensors
     assert rc == STATUS["invalid_artifact"] and "no tensor 'frames'" in err
-    later = _rewrite_pt2(tiny_pt2.path, tmp_path / "stream.pt2", **{"cfnsr.input_kind": "stream"})
+    later = rewrite_pt2(tiny_pt2.path, tmp_path / "stream.pt2", **{"cfnsr.input_kind": "stream"})
     rc, _, err = infer(cpp, later, *good)
     assert rc == STATUS["version_mismatch"] and "input kind 'stream'" in err
-    newer = _rewrite_pt2(tiny_pt2.path, tmp_path / "newer.pt2", **{"cfnsr.schema": "2", "cfnsr.version": "9.0"})
+    newer = rewrite_pt2(tiny_pt2.path, tmp_path / "newer.pt2", **{"cfnsr.schema": "2", "cfnsr.version": "9.0"})
     rc, _, err = infer(cpp, newer, *good)
     assert rc == STATUS["version_mismatch"] and "schema 2" in err and "cfnsr 9.0" in err
 
-    other_arch = _rewrite_pt2(tiny_pt2.path, tmp_path / "arm.pt2", AOTI_MACHINE="aarch64" if os.uname().machine
+    other_arch = rewrite_pt2(tiny_pt2.path, tmp_path / "arm.pt2", AOTI_MACHINE="aarch64" if os.uname().machine
                               != "aarch64" else "x86_64")
     rc, _, err = infer(cpp, other_arch, *good)
     assert rc == STATUS["version_mismatch"] and "compiled for" in err
 
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if os.uname().machine == "x86_64" and " avx512f" not in flags:
-        avx512 = _rewrite_pt2(tiny_pt2.path, tmp_path / "avx512.pt2", AOTI_CPU_ISA="AVX512")
+        avx512 = rewrite_pt2(tiny_pt2.path, tmp_path / "avx512.pt2", AOTI_CPU_ISA="AVX512")
         rc, _, err = infer(cpp, avx512, *good)
         assert rc == STATUS["version_mismatch"] and "lacks avx512f" in err
 

@@ -151,6 +151,7 @@ struct RecognizerOptions {
   bool allow_center_crop = false;  // classify the frame centre when no face is found (refused by default)
 };
 
+// Not thread-safe (its detector and buffers are per instance): one Recognizer per thread.
 class CFNSR_API Recognizer {
  public:
   // Open a media artifact (.pt2 or .engine from `cfnsr export --inputs media`). Throws Error.

@@ -196,6 +196,8 @@ Video assemble(VideoPass&& pass, const std::vector<int64_t>& idx) {
   v.rgb.resize(frame_bytes * idx.size());
   for (std::size_t k = 0; k < idx.size(); ++k) {
     auto it = std::find_if(pass.got.begin(), pass.got.end(), [&](const auto& g) { return g.first == idx[k]; });
+    if (it == pass.got.end())  // the file decoded differently on a second pass
+      bad_media("frame " + std::to_string(idx[k]) + " of " + std::to_string(pass.total) + " did not decode");
     std::copy(it->second.begin(), it->second.end(), v.rgb.begin() + static_cast<std::ptrdiff_t>(k * frame_bytes));
   }
   return v;

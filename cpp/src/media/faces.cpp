@@ -253,10 +253,14 @@ std::vector<Box> FaceDetector::detect(const std::vector<Image>& frames) {
   cv::Mat gray;
   for (std::size_t i = 0; i < frames.size(); ++i) {
     check_image(frames[i], i);
-    cv::cvtColor(as_mat(frames[i]), gray, cv::COLOR_RGB2GRAY);
-    const int min_size = std::max(24, std::min(gray.rows, gray.cols) / 8);
     std::vector<cv::Rect> faces;
-    impl_->cascade.detectMultiScale(gray, faces, 1.1, 5, 0, cv::Size(min_size, min_size));
+    try {
+      cv::cvtColor(as_mat(frames[i]), gray, cv::COLOR_RGB2GRAY);
+      const int min_size = std::max(24, std::min(gray.rows, gray.cols) / 8);
+      impl_->cascade.detectMultiScale(gray, faces, 1.1, 5, 0, cv::Size(min_size, min_size));
+    } catch (const cv::Exception& e) {
+      throw Error(Status::Runtime, "OpenCV's face detector failed on frame " + std::to_string(i) + ": " + e.what());
+    }
     if (faces.empty()) continue;
     const auto best = std::max_element(faces.begin(), faces.end(),
                                        [](const cv::Rect& a, const cv::Rect& b) { return a.area() < b.area(); });
@@ -293,7 +297,11 @@ void crop_faces(const std::vector<Image>& frames, const std::vector<Box>& boxes,
     float left = boxes[i].left, top = boxes[i].top, right = boxes[i].right, bottom = boxes[i].bottom;
     if (spec.msaf_compat) {
       const int h = f.rows, w = f.cols;
-      cv::resize(f, squashed, cv::Size(size, size), 0, 0, cv::INTER_AREA);
+      try {
+        cv::resize(f, squashed, cv::Size(size, size), 0, 0, cv::INTER_AREA);
+      } catch (const cv::Exception& e) {
+        throw Error(Status::Runtime, "OpenCV could not resize frame " + std::to_string(i) + ": " + e.what());
+      }
       f = squashed;
       left = left * size / w, right = right * size / w;
       top = top * size / h, bottom = bottom * size / h;
@@ -306,7 +314,11 @@ void crop_faces(const std::vector<Image>& frames, const std::vector<Box>& boxes,
     const int l = clip(left, 0, w - 1), t = clip(top, 0, h - 1);
     const int r = clip(right, l + 1, w), b = clip(bottom, t + 1, h);
     cv::Mat dst(size, size, CV_8UC3, out + i * static_cast<std::size_t>(size) * size * 3);
-    cv::resize(f(cv::Rect(l, t, r - l, b - t)), dst, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
+    try {
+      cv::resize(f(cv::Rect(l, t, r - l, b - t)), dst, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
+    } catch (const cv::Exception& e) {
+      throw Error(Status::Runtime, "OpenCV could not crop frame " + std::to_string(i) + ": " + e.what());
+    }
   }
 }
 
