@@ -64,6 +64,12 @@ def test_media_component_is_installed_as_its_own_target(media):
     assert media.predict.is_file()
     if shutil.which("ldd"):
         assert "libavformat" not in run(["ldd", media.lib]).stdout  # cfnsr::runtime alone needs no FFmpeg
+    if shutil.which("nm"):
+        lib = sorted(prefix.glob("lib*/libcfnsr_media.so*"))[0]
+        names = [line.split(" ", 2)[-1] for line in run(["nm", "-D", "--defined-only", "-C", lib]).stdout.splitlines()]
+        assert {"cfnsr_recognize_file", "cfnsr_recognize_frames", "cfnsr_media_crop_faces"} <= set(names)
+        leaked = [n for n in names if n.startswith(("cv::", "av_", "avcodec_", "soxr_", "nlohmann::"))]
+        assert not leaked, f"implementation symbols exported: {leaked[:5]}"
 
 
 def test_predict_matches_python_on_synthetic_clips(media, media_pt2, synth_raw, recognizer, tmp_path):

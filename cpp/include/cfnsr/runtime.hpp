@@ -5,6 +5,10 @@
 //   const cfnsr::ModelInfo& info = model->info();          // shapes, labels, preprocessing, batch range
 //   cfnsr::Result r = model->run(video.data(), video.size(), audio.data(), audio.size(), batch);
 //   std::cout << info.labels[r.top1[0]] << " " << r.probabilities[r.top1[0]] << "\n";
+//
+// A media artifact (`cfnsr export --inputs media`, info.input_kind == "media") takes uint8 face crops and PCM:
+//   r = model->run(crops.data(), crops.size(), pcm.data(), pcm.size(), batch);   // const uint8_t*, const float*
+// cfnsr/media.hpp (the optional cfnsr::media component) makes them from a file or from camera frames and PCM.
 #pragma once
 
 #include <cstddef>
