@@ -186,21 +186,18 @@ def speech_wav(tmp_path_factory):
 def face_clip(speech_wav, tmp_path_factory):
     """Real media: a slow pan over a photograph of a face (matplotlib's grace_hopper.jpg) with real speech
     (espeak-ng), H.264 + stereo AAC at 48 kHz in an mp4, 3.2 s."""
-    import av
     import cv2
     import matplotlib
     import numpy as np
 
-    from cfnsr.data.features import resample
+    from cfnsr.data.features import decode_audio, resample
     from cfnsr.data.synth import write_clip
 
     photo = cv2.imread(str(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
     assert photo is not None, "matplotlib's sample photograph grace_hopper.jpg is missing"
     photo = photo[..., ::-1]
-    with av.open(str(speech_wav)) as c:
-        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]) / 32768.0
-        rate = c.streams.audio[0].rate
-    mono = np.concatenate([np.zeros(19200), resample(speech.astype(np.float32), rate, 48000), np.zeros(28800)])
+    speech, rate = decode_audio(speech_wav)
+    mono = np.concatenate([np.zeros(19200), resample(speech, rate, 48000), np.zeros(28800)])
     stereo = np.stack([mono, 0.8 * np.roll(mono, 24)]).astype(np.float32)  # two different channels
     frames = []
     for t in range(int(len(mono) / 48000 * 30)):

@@ -169,13 +169,10 @@ def test_frames_and_pcm_buffers_match_python(media, media_pt2, face_clip, recogn
 @pytest.fixture(scope="module")
 def faceless_clip(speech_wav, tmp_path_factory):
     """A clip with speech and no face: a grey gradient drifting."""
-    import av
-
+    from cfnsr.data.features import decode_audio
     from cfnsr.data.synth import write_clip
 
-    with av.open(str(speech_wav)) as c:
-        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]).astype(np.float32) / 32768
-        rate = c.streams.audio[0].rate
+    speech, rate = decode_audio(speech_wav)
     ramp = np.linspace(60, 180, 160, dtype=np.float32)
     frames = [np.repeat(np.clip(ramp[None, :, None] + t, 0, 255).astype(np.uint8).repeat(120, 0), 3, 2)
               for t in range(60)]
@@ -239,13 +236,13 @@ def test_integer_pcm_and_truncated_clips_match_python(media, media_pt2, faceless
     a clip cut at two thirds (both decode the frames that remain, or both refuse it)."""
     import av
 
+    from cfnsr.data.features import decode_audio
     from cfnsr.engines.predict import predict_clip
     from cfnsr.engines.recognizer import Recognizer
     from cfnsr.errors import DataError
 
-    with av.open(str(speech_wav)) as c:
-        speech = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-        rate = c.streams.audio[0].rate
+    pcm, rate = decode_audio(speech_wav)
+    speech = np.round(pcm * 32768).astype(np.int16)  # the wav's own 16-bit samples
     stereo = np.stack([speech, (speech // 2)]).T.reshape(1, -1).astype(np.int16)  # interleaved L R
     mkv = tmp_path / "s16.mkv"
     with av.open(str(faceless_clip)) as src, av.open(str(mkv), "w") as out:

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "cfnsr/media.hpp"
+#include "checks.hpp"
 
 #ifndef CFNSR_HAAR_DIR
 #define CFNSR_HAAR_DIR ""
@@ -28,22 +29,22 @@ namespace {
 // Python's round(): half to even (the default floating-point rounding mode).
 int64_t round_even(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
-void check_image(const Image& f, std::size_t i) {
-  if (f.data == nullptr) invalid("frame " + std::to_string(i) + " has no pixels (null data)");
-  if (f.height <= 0 || f.width <= 0)
-    invalid("frame " + std::to_string(i) + " is " + std::to_string(f.width) + "x" + std::to_string(f.height) +
-            "; expected a positive width and height");
-  if (f.stride != 0 && f.stride < static_cast<std::size_t>(f.width) * 3)
-    invalid("frame " + std::to_string(i) + ": stride " + std::to_string(f.stride) + " is less than width x 3 = " +
-            std::to_string(f.width * 3) + " bytes (frames are 8-bit RGB)");
-}
-
 cv::Mat as_mat(const Image& f) {
   const std::size_t stride = f.stride ? f.stride : static_cast<std::size_t>(f.width) * 3;
   return cv::Mat(f.height, f.width, CV_8UC3, const_cast<uint8_t*>(f.data), stride);
 }
 
 }  // namespace
+
+void detail::check_image(const Image& f, std::size_t i) {
+  if (f.data == nullptr || f.height <= 0 || f.width <= 0)
+    invalid("frame " + std::to_string(i) + ": expected 8-bit RGB pixels of a positive size (got " +
+            std::to_string(f.width) + "x" + std::to_string(f.height) + (f.data ? "" : ", null data") + ")");
+  if (f.stride != 0 && f.stride < static_cast<std::size_t>(f.width) * 3)
+    invalid("frame " + std::to_string(i) + ": row stride " + std::to_string(f.stride) +
+            " bytes is less than width x 3 = " + std::to_string(f.width * 3) +
+            " (frames are 8-bit RGB, 3 bytes per pixel)");
+}
 
 // ------------------------------------------------------------------------------------------------ spec
 Spec Spec::from_model(const ModelInfo& info) {
@@ -252,7 +253,7 @@ std::vector<Box> FaceDetector::detect(const std::vector<Image>& frames) {
   std::vector<Box> hits;
   cv::Mat gray;
   for (std::size_t i = 0; i < frames.size(); ++i) {
-    check_image(frames[i], i);
+    detail::check_image(frames[i], i);
     std::vector<cv::Rect> faces;
     try {
       cv::cvtColor(as_mat(frames[i]), gray, cv::COLOR_RGB2GRAY);
@@ -292,7 +293,7 @@ void crop_faces(const std::vector<Image>& frames, const std::vector<Box>& boxes,
   const int size = spec.image_size;
   cv::Mat squashed;
   for (std::size_t i = 0; i < frames.size(); ++i) {
-    check_image(frames[i], i);
+    detail::check_image(frames[i], i);
     cv::Mat f = as_mat(frames[i]);
     float left = boxes[i].left, top = boxes[i].top, right = boxes[i].right, bottom = boxes[i].bottom;
     if (spec.msaf_compat) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cfnsr/media.hpp"
+#include "checks.hpp"
 
 namespace cfnsr::media {
 namespace {
@@ -134,14 +135,7 @@ Prediction Recognizer::predict(const std::vector<Image>& frames, const float* pc
   if (frames.empty()) throw Error(Status::InvalidArgument, "frames: expected the frames of one clip, got none");
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const Image& f = frames[i];
-    if (f.data == nullptr || f.height <= 0 || f.width <= 0)
-      throw Error(Status::InvalidArgument, "frame " + std::to_string(i) + ": expected 8-bit RGB pixels of a positive "
-                                           "size (got " + std::to_string(f.width) + "x" + std::to_string(f.height) +
-                                           (f.data ? "" : ", null data") + ")");
-    if (f.stride && f.stride < std::size_t(f.width) * 3)
-      throw Error(Status::InvalidArgument, "frame " + std::to_string(i) + ": row stride " + std::to_string(f.stride) +
-                                           " bytes is less than width x 3 = " + std::to_string(f.width * 3) +
-                                           " (frames are 8-bit RGB, 3 bytes per pixel)");
+    detail::check_image(f, i);
     if (f.height != frames[0].height || f.width != frames[0].width)
       throw Error(Status::InvalidArgument, "frame " + std::to_string(i) + " is " + std::to_string(f.width) + "x" +
                                            std::to_string(f.height) + ", frame 0 " + std::to_string(frames[0].width) +
