@@ -261,10 +261,27 @@ def jetson_warnings(m: dict) -> list[str]:
 # JetPack major -> the TensorRT it ships (NVIDIA's JetPack release notes).
 JETPACK_TENSORRT = {"6": ("10.3",), "7": ("10.13", "10.14", "10.15", "10.16")}
 
+# The oldest Polygraphy that builds on every TensorRT cfnsr supports (10.3 through 11.x). Up to 0.49.20 (the one at
+# NVIDIA/TensorRT v10.9.0/v10.10.0; 0.49.13 at v10.3.0) ``backend/trt/util.py`` ``try_setup_polygraphy_calibrator``
+# reads ``config.int8_calibrator`` unguarded on every ``EngineBytesFromNetwork``; TensorRT 11 removed that attribute.
+# 0.49.22 (at v10.11; CHANGELOG: "handle some missing attributes more gracefully") wraps it in try/except.
+POLYGRAPHY_FLOOR = "0.49.22"
+
+
+def _release(v: str) -> tuple[int, ...]:
+    out = []
+    for part in str(v).split("."):
+        digits = "".join(ch for ch in part if ch.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
 
 def diagnose(facts: dict) -> list[str]:
     """Known-bad combinations on a target, one line each with the fix. ``facts``: what ``target_facts`` gathers
-    (injectable for tests): jetpack, tensorrt, numpy, torch, torch_cuda, torch_numpy_ok, gpu_present, dists."""
+    (injectable for tests): jetpack, tensorrt, polygraphy, numpy, torch, torch_cuda, torch_numpy_ok, gpu_present,
+    dists."""
     out = []
     jp, trt = facts.get("jetpack"), facts.get("tensorrt")
     if jp and trt:
@@ -277,6 +294,13 @@ def diagnose(facts: dict) -> list[str]:
     if numpy and int(numpy.split(".")[0]) >= 2 and facts.get("torch_numpy_ok") is False:
         out.append(f"numpy {numpy} with a torch built for NumPy 1.x (torch {facts.get('torch')}): "
                    "pip install 'numpy<2' (constraints/jetpack6.txt pins it)")
+    poly = facts.get("polygraphy")
+    if poly and _release(poly) < _release(POLYGRAPHY_FLOOR):
+        breaks = (f"it cannot build engines with TensorRT {trt}" if trt and _release(trt)[:1] >= (11,) else
+                  "it cannot build engines with TensorRT 11")
+        out.append(f"Polygraphy {poly} is older than {POLYGRAPHY_FLOOR}: {breaks} (it reads "
+                   "IBuilderConfig.int8_calibrator, which TensorRT 11 removed); "
+                   f"pip install 'polygraphy>={POLYGRAPHY_FLOOR}'")
     dists = {d.lower() for d in facts.get("dists", ())}
     if "onnxruntime" in dists and any(d.startswith(("onnxruntime-gpu", "onnxruntime_gpu")) for d in dists):
         out.append("both onnxruntime and onnxruntime-gpu are installed and share one module, so which one imports is "
@@ -308,6 +332,10 @@ def target_facts(root: str = "/") -> dict:
 
         facts["numpy"] = numpy.__version__
     except ImportError:
+        pass
+    try:
+        facts["polygraphy"] = md.version("polygraphy")
+    except md.PackageNotFoundError:
         pass
     try:
         import torch

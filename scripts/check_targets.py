@@ -42,7 +42,7 @@ TARGETS = {
     "jetpack7": dict(python="3.12", arch="aarch64", glibc=39, extras=("cpu", "jetson"), constraint="jetpack7.txt",
                      provided=("torch", "tensorrt"), numpy=None),
     **{f"desktop-cp3{m}": dict(python=f"3.{m}", arch="x86_64", glibc=35, extras=("gpu",), constraint=None,
-                               provided=(), numpy=None, extra_reqs=("polygraphy>=0.49",)) for m in (10, 11, 12)},
+                               provided=(), numpy=None, extra_reqs=("polygraphy>=0.49.22",)) for m in (10, 11, 12)},
 }
 
 

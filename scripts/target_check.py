@@ -1,8 +1,10 @@
 """The first thing to run on a Jetson or a desktop GPU, and the prepared script for a lent GPU.
 
-    bash scripts/target_check.sh [DEMO_DIR]        # results under $OUT (default target_out/)
+    bash scripts/target_check.sh [DEMO_DIR] [--skip-cpp]   # results under $OUT (default target_out/)
 
-It runs the real CLI, step by step, and writes one report (target_check.json + target_check.md):
+It runs the real CLI, step by step, and writes one report (target_check.json + target_check.md), whatever stops
+it; what it could not run is listed there as skipped, with the reason (no TensorRT, no cmake, no ``polygraphy`` tool
+beside ``$PYTHON``):
 1. ``cfnsr info`` (versions, GPU, diagnoses);
 2. the demo artifacts (``cfnsr demo DEMO_DIR``: synthetic RAVDESS, cfn-sr-tiny, fp32/fp16/int8 ONNX), unless
    DEMO_DIR already has them;
@@ -28,13 +30,52 @@ import time
 from pathlib import Path
 
 
+def find_tool(name: str, python: str = sys.executable) -> str | None:
+    """A console script of this Python's environment: beside ``python`` (a ``PYTHON=venv/bin/python`` run has no
+    activated venv, so its scripts are not on PATH), else on PATH, else None."""
+    beside = Path(python).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+def polygraphy_layers(engine: Path, dest: Path, note, python: str = sys.executable) -> bool:
+    """``polygraphy inspect model ENGINE --show layers`` into ``dest``; a missing tool is a note, not a crash."""
+    tool = find_tool("polygraphy", python)
+    if tool is None:
+        note("notes", f"the polygraphy tool is neither beside {python} nor on PATH: no `polygraphy inspect model` "
+                      f"listing of {engine.name} (pip install 'polygraphy>=0.49.22' into that environment)")
+        return False
+    with open(dest, "w") as fh:
+        rc = subprocess.run([tool, "inspect", "model", str(engine), "--show", "layers"], stdout=fh,
+                            stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        note("notes", f"`polygraphy inspect model {engine.name}` exited {rc} (see {dest.name})")
+    return rc == 0
+
+
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
-    demo = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo_out")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    demo = Path(args[0]) if args else Path("demo_out")
     out = Path(os.environ.get("OUT", "target_out"))
     out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "demo": str(demo), "python": sys.executable,
+                    "steps": [], "notes": [], "skipped": []}
+    try:
+        run_checks(root, demo, out, report)
+    except Exception as e:  # whatever stops the checks, the report of what ran is still written
+        report["notes"].append(f"the checks stopped early: {type(e).__name__}: {e}")
+        report["failed_early"] = True
+    return write_report(out, report)
+
+
+def run_checks(root: Path, demo: Path, out: Path, report: dict) -> None:
     cli = [sys.executable, "-m", "cfnsr"]
-    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "demo": str(demo), "steps": []}
+
+    def note(kind: str, text: str) -> None:
+        print(("skipped: " if kind == "skipped" else "note: ") + text, flush=True)
+        report[kind].append(text)
 
     def step(name, args, timeout=900):
         t0 = time.time()
@@ -68,6 +109,8 @@ def main() -> int:
                                    "high_precision_layers": len(lint.high_precision)}
             print(f"{p}: TensorRT readiness {'ok' if r.ok else r.problems}; {len(lint.fused_int8)} quantized layers "
                   "in fusable patterns", flush=True)
+        else:
+            note("skipped", f"static TensorRT checks of the {p} ONNX file: {f} was not made")
 
     try:
         import tensorrt
@@ -98,24 +141,35 @@ def main() -> int:
             (out / f"layers.{p}.json").write_text(json.dumps(info, indent=1))
             report["layers"][p] = summarize_layers(info)
             print(f"{p} engine: {report['layers'][p]}", flush=True)
-            subprocess.run(["polygraphy", "inspect", "model", str(eng), "--show", "layers"],
-                           stdout=open(out / f"polygraphy_layers.{p}.txt", "w"), stderr=subprocess.STDOUT)
+            polygraphy_layers(eng, out / f"polygraphy_layers.{p}.txt", note)
     else:
-        print(f"TensorRT is not importable here ({why}): no engines built; validating and benchmarking the ONNX "
-              "files on ONNX Runtime instead", flush=True)
+        note("skipped", f"TensorRT engines (build, validate, bench, per-layer fusion report): TensorRT is not "
+                        f"importable by {sys.executable} ({why}); the ONNX files are validated and benchmarked on "
+                        "ONNX Runtime instead")
         for p, f in onnx.items():
             step(f"validate {p} onnx", ["validate", f, "--reference", best, "--data", cache, "--clips", "60",
                                         "--json", out / f"validate.{p}.json"])
         step("bench onnx", ["bench", *onnx.values(), "--reference", best, "--batch", "1", "--iters", "5",
                             "--json", out / "bench.json"])
-    report["cpp"] = cpp_end_to_end(root, out, demo, best, cache, has_trt, step)
+    if "--skip-cpp" in sys.argv[1:]:
+        report["cpp"] = {"skipped": "--skip-cpp was given"}
+    else:
+        report["cpp"] = cpp_end_to_end(root, out, demo, best, cache, has_trt, step)
+    if report["cpp"].get("skipped"):
+        note("skipped", f"the C++ runtime: {report['cpp']['skipped']}")
+
+
+def write_report(out: Path, report: dict) -> int:
+    """target_check.json and target_check.md: what ran, what was skipped and why; 1 when a step failed."""
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     (out / "target_check.json").write_text(json.dumps(report, indent=1))
-    lines = [f"# Target check ({report['started']})", "", f"- TensorRT: {report['tensorrt'] or 'not importable'}",
-             "", "| step | exit | seconds |", "|---|---|---|"]
+    lines = [f"# Target check ({report['started']})", "", f"- Python: {report['python']}",
+             f"- TensorRT: {report.get('tensorrt') or 'not importable'}", "", "| step | exit | seconds |",
+             "|---|---|---|"]
     lines += [f"| {s['step']} | {s['rc']} | {s['seconds']} |" for s in report["steps"]]
+    lines += [""] + [f"- skipped: {s}" for s in report["skipped"]] + [f"- note: {n}" for n in report["notes"]]
     for p, s in report.get("static", {}).items():
-        lines.append(f"\n- {p} ONNX: TensorRT-ready {s['ready']}, {s['fused_int8_layers']} quantized layers in fusable "
+        lines.append(f"- {p} ONNX: TensorRT-ready {s['ready']}, {s['fused_int8_layers']} quantized layers in fusable "
                      f"patterns, {s['high_precision_layers']} layers in high precision")
     cpp = report.get("cpp") or {}
     lines += [f"- C++: {line}" for line in cpp.get("configure", [])]
@@ -124,14 +178,16 @@ def main() -> int:
         lines.append(f"- C++ end to end (`cfnsr_predict` vs `cfnsr predict`, {cpp['artifact']}): same emotion and "
                      f"probabilities within 1e-3: {cpp['same_as_python']} (max |dp| {dp:.2g}); warm ms per stage "
                      f"{cpp['warm_median_ms']}")
-    for key in ("skipped", "cfnsr_predict", "failed"):
+    for key in ("cfnsr_predict", "failed"):
         if key in cpp:
             lines.append(f"- C++ end to end {key}: {cpp[key]}")
     for p, s in report.get("layers", {}).items():
         lines.append(f"- {p} engine: {s['int8_convolutions']} of {s['convolutions']} convolutions in int8, "
                      f"{s['fused_int8_convolutions']} of them fused; {s['reformat_layers']} reformat layers")
     (out / "target_check.md").write_text("\n".join(lines) + "\n")
-    failed = [s["step"] for s in report["steps"] if s["rc"] != 0] + (["C++"] if report["cpp"].get("failed") else [])
+    failed = [s["step"] for s in report["steps"] if s["rc"] != 0] + (["C++"] if cpp.get("failed") else [])
+    if report.get("failed_early"):
+        failed.append("(stopped early)")
     print(f"\nreport: {out / 'target_check.md'}" + (f"; failed steps: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -6,9 +6,18 @@ their own CUDA wrapper, so no cuda-python is needed. Our own code is only what P
 * the sidecar ``MODEL.engine.json`` (TensorRT version, GPU and compute capability, profile, precision, source ONNX
   hash and metadata), checked *before* the plan is deserialised: an engine from another TensorRT or GPU is refused
   with both named. A version-compatible engine runs on the same or a newer TensorRT of the same major version only;
-* ``cuda_graph=True`` / ``device_timing=True``: a small session on torch's CUDA (buffers preallocated for the
+* ``cuda_graph=True`` / ``device_timing``: a small session on torch's CUDA (buffers preallocated for the
   profile's largest batch, one stream, CUDA events on that same stream around the enqueue or the graph replay),
-  for GPU time apart from host copies and for CUDA-graph replay.
+  for GPU time apart from host copies and for CUDA-graph replay. A CUDA graph is captured per batch size, each on
+  an execution context of its own whose input shape never changes after the capture (NVIDIA/TensorRT#3798, the
+  developer guide's CUDA-graph section: a shape change invalidates a captured graph); the contexts share one
+  scratch block, since they only ever run one at a time on the session's stream (``IExecutionContext::
+  setDeviceMemoryV2``, NvInferRuntime.h at v10.3.0: sharing is undefined only for contexts "running in parallel").
+
+Polygraphy's ``TrtRunner.infer`` returns views of one host buffer per output, reused (and resized in place) by the
+next call (``backend/base/runner.py``: "Runners may reuse these output buffers"; ``backend/trt/runner.py``
+``_get_array_on_cpu``, Polygraphy 0.49.13 at NVIDIA/TensorRT v10.3.0 and 0.53.6 from pip), so the logits are copied
+before they leave the runner.
 
 The engine *build* is an export step: ``cfnsr.export.engine``.
 """
@@ -20,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path  # noqa: F401  (the runtime's view of them)
+from ..artifact import read_sidecar
 from ..errors import ArtifactError, CfnsrError
 from ..lazy import cuda_available, require
-from .base import Runner, TensorSpec, spec_from_metadata
+from .base import Runner, spec_from_metadata
 
 
 def tensorrt_version() -> str:
@@ -36,11 +45,19 @@ def _cudart():
     return cuda.wrapper().handle
 
 
+def _cuda_torch():
+    """torch when it is installed and sees a CUDA GPU (CUDA events, CUDA graphs), else None."""
+    if not cuda_available():
+        return None
+    import torch
+
+    return torch
+
+
 def gpu_identity() -> dict:
     """Name and compute capability of GPU 0: from torch when it has CUDA, else from the CUDA runtime directly."""
-    if cuda_available():
-        import torch
-
+    torch = _cuda_torch()
+    if torch is not None:
         major, minor = torch.cuda.get_device_capability(0)
         return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
     rt = _cudart()
@@ -73,6 +90,7 @@ def check_compatible(side: dict, engine: Path, trt_version: str, gpu: dict) -> N
     """
     problems = []
     built, here = _version_tuple(side["tensorrt_version"]), _version_tuple(trt_version)
+    cc = _version_tuple(gpu["compute_capability"])
     if side.get("version_compatible"):
         if not (built[:1] == here[:1] and here >= built):
             problems.append(f"it was built version-compatible with TensorRT {side['tensorrt_version']}, which runs "
@@ -84,27 +102,37 @@ def check_compatible(side: dict, engine: Path, trt_version: str, gpu: dict) -> N
             "hardware_compatible"):
         problems.append(f"it was built for {side['gpu']} (compute {side['compute_capability']}), this GPU is "
                         f"{gpu['gpu']} (compute {gpu['compute_capability']})")
+    elif side.get("hardware_compatible") and cc[:1] < (8,):
+        # NvInfer.h (v10.3.0, v11.1) HardwareCompatibilityLevel::kAMPERE_PLUS: "compatible with Ampere and newer GPUs"
+        problems.append(f"it was built hardware-compatible, which runs on Ampere and newer GPUs only (compute "
+                        f"capability 8.0 and up); this GPU is {gpu['gpu']} (compute {gpu['compute_capability']})")
     if side.get("device", "gpu") != "gpu" or side.get("dla_core") is not None:
         problems.append("it was built for DLA, which cfnsr does not run")
     if problems:
+        flag = " (without --hardware-compatible)" if side.get("hardware_compatible") and cc[:1] < (8,) else ""
+        source = side.get("source_onnx", "MODEL.onnx")
         raise ArtifactError(f"engine {engine} cannot run here: " + "; ".join(problems)
-                            + f". Rebuild it on this machine: cfnsr build {side.get('source_onnx', 'MODEL.onnx')}")
+                            + f". Rebuild it on this machine{flag}: cfnsr build {source}")
 
 
 class TensorRTRunner(Runner):
     """A TensorRT engine, dynamic batch within its profile.
 
-    Plain runs use Polygraphy's ``TrtRunner``. ``device_timing=True`` reports the GPU time of each call
-    (``last_device_ms``, CUDA events around the enqueue on the runner's own stream), and ``cuda_graph=True``
-    replays a CUDA graph per batch size on that same stream; both need torch with CUDA.
+    Plain runs use Polygraphy's ``TrtRunner``. With torch's CUDA, ``device_timing`` reports the GPU time of each call
+    (``last_device_ms``, CUDA events around the enqueue on the runner's own stream), and ``cuda_graph=True`` replays
+    a CUDA graph per batch size on that same stream. ``device_timing=None`` (the default) times on the device where
+    torch has CUDA and leaves ``last_device_ms`` None elsewhere (``timing`` says which); ``True`` or
+    ``cuda_graph=True`` without a CUDA torch is refused.
     """
 
     backend = "tensorrt"
 
-    def __init__(self, path, cuda_graph: bool = False, device_timing: bool = False):
+    def __init__(self, path, cuda_graph: bool = False, device_timing: bool | None = None):
         super().__init__(path)
-        self.cuda_graph, self.device_timing = cuda_graph, device_timing or cuda_graph
+        self.cuda_graph = cuda_graph
+        self.device_timing = True if cuda_graph else device_timing
         self.device = "cuda"
+        self.timing = "wall clock"  # or "CUDA events", once active
 
     def _activate(self) -> None:
         trt_mod = require("polygraphy.backend.trt", "tensorrt", "running TensorRT engines (Polygraphy)")
@@ -113,15 +141,24 @@ class TensorRTRunner(Runner):
         self.metadata = side["cfnsr"]
         self.min_batch, _, self.max_batch = side["profile"]["batch"]
         self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        torch = _cuda_torch() if self.device_timing in (None, True) else None
+        if torch is None and self.device_timing:
+            what = "CUDA-graph replay" if self.cuda_graph else "device timing (CUDA events)"
+            raise CfnsrError(f"{what} of TensorRT engines needs torch with CUDA (NVIDIA's torch on Jetson, a CUDA "
+                             "build on desktops), and this torch has none; install one, or run the engine without "
+                             f"it ({'cuda_graph=False' if self.cuda_graph else 'device_timing=None'}: Polygraphy's "
+                             "runner, timed by wall clock)")
         try:
             engine = trt_mod.EngineFromBytes(self.path.read_bytes())()
         except Exception as e:  # Polygraphy raises its own exception type on a failed deserialisation
             raise ArtifactError(f"TensorRT could not deserialise {self.path} (corrupt or truncated file?): {e}") from e
-        if self.device_timing:
-            self.session = _TorchCudaSession(engine, self.max_batch, tuple(s.name for s in self.input_spec))
+        if torch is not None:
+            self.session = _TorchCudaSession(torch, engine, self.max_batch, tuple(s.name for s in self.input_spec))
+            self.timing = "CUDA events"
         else:
             self.session = trt_mod.TrtRunner(engine)
             self.session.activate()
+            self.timing = "wall clock"
 
     def _infer(self, video, audio) -> np.ndarray:
         n = video.shape[0]
@@ -133,7 +170,8 @@ class TensorRTRunner(Runner):
             return logits
         a, b = (s.name for s in self.input_spec)
         out = self.session.infer({a: np.ascontiguousarray(video), b: np.ascontiguousarray(audio)})
-        return np.asarray(out["logits"], dtype=np.float32)
+        # A copy: the runner's host buffer for "logits" is overwritten (and resized) by the next call.
+        return np.array(out["logits"], dtype=np.float32, copy=True)
 
     def _deactivate(self) -> None:
         if isinstance(self.session, _TorchCudaSession):
@@ -144,18 +182,21 @@ class TensorRTRunner(Runner):
 
 
 class _TorchCudaSession:
-    """Own execution for what Polygraphy lacks: CUDA-event timing and CUDA-graph replay, on one torch stream."""
+    """Own execution for what Polygraphy lacks: CUDA-event timing and CUDA-graph replay, on one torch stream.
 
-    def __init__(self, engine, max_batch: int, inputs: tuple[str, str] = ("video", "audio")):
-        import torch
+    I/O buffers are allocated once for the profile's largest batch and bound to every context. Plain calls share one
+    context whose input shape follows the batch. Graph calls get one context per batch size: its shape is set once,
+    before the warm-up enqueue and the capture, and never changed, so a replay always matches what was captured.
+    All contexts are ``USER_MANAGED`` and share one scratch block of ``device_memory_size_v2`` bytes (the maximum
+    over all profiles; pyCore.cpp at v10.3.0 binds ``create_execution_context(strategy)``, ``set_device_memory``
+    and ``device_memory_size_v2``), safe because they run one at a time on this session's stream.
+    """
 
-        if not cuda_available():
-            raise CfnsrError("CUDA-graph replay and device timing of TensorRT engines need torch with CUDA "
-                             "(NVIDIA's torch on Jetson, a CUDA build on desktops); run without --cuda-graph")
+    def __init__(self, torch, engine, max_batch: int, inputs: tuple[str, str] = ("video", "audio")):
         trt = require("tensorrt")
-        self.torch, self.engine = torch, engine
-        self.context = engine.create_execution_context()
+        self.torch, self.engine, self.trt = torch, engine, trt
         self.stream = torch.cuda.Stream()
+        self.inputs = inputs
         self.buffers = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
@@ -163,20 +204,41 @@ class _TorchCudaSession:
             shape[0] = max_batch
             dtype = getattr(torch, np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name)
             self.buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
-        self.graphs: dict[int, object] = {}
+        self.scratch = torch.empty(max(int(engine.device_memory_size_v2), 1), dtype=torch.uint8, device="cuda")
+        self.context = self._new_context()
         self.shape_batch: int | None = None
-        self.inputs = inputs
+        self.graphs: dict[int, tuple[object, object]] = {}  # batch -> (its own context, the graph captured on it)
 
-    def _set_batch(self, n: int, video_shape, audio_shape) -> None:
-        if self.shape_batch != n:
-            self.context.set_input_shape(self.inputs[0], tuple(video_shape))
-            self.context.set_input_shape(self.inputs[1], tuple(audio_shape))
-            self.shape_batch = n
+    def _new_context(self):
+        ctx = self.engine.create_execution_context(self.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if ctx is None:
+            raise ArtifactError("TensorRT could not create an execution context (out of GPU memory?)")
+        ctx.set_device_memory(self.scratch.data_ptr(), self.scratch.numel())
+        for name, buf in self.buffers.items():
+            ctx.set_tensor_address(name, buf.data_ptr())
+        return ctx
 
-    def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _set_shapes(self, ctx, video_shape, audio_shape) -> None:
+        for name, shape in zip(self.inputs, (video_shape, audio_shape)):
+            if not ctx.set_input_shape(name, tuple(shape)):
+                raise ArtifactError(f"TensorRT refused input shape {tuple(shape)} for {name}")
+
+    def _enqueue(self, ctx) -> None:
+        if not ctx.execute_async_v3(self.stream.cuda_stream):
             raise ArtifactError("TensorRT enqueue failed")
+
+    def _graph_for(self, n: int, video_shape, audio_shape):
+        if n not in self.graphs:
+            torch = self.torch
+            ctx = self._new_context()
+            self._set_shapes(ctx, video_shape, audio_shape)
+            self._enqueue(ctx)  # warm-up outside the capture (TensorRT's deferred shape updates happen here)
+            self.stream.synchronize()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, stream=self.stream):
+                self._enqueue(ctx)
+            self.graphs[n] = (ctx, g)
+        return self.graphs[n][1]
 
     def run(self, video, audio, graph: bool) -> tuple[np.ndarray, float]:
         torch = self.torch
@@ -184,32 +246,25 @@ class _TorchCudaSession:
         with torch.cuda.stream(self.stream):
             self.buffers[self.inputs[0]][:n].copy_(torch.as_tensor(video), non_blocking=False)
             self.buffers[self.inputs[1]][:n].copy_(torch.as_tensor(audio), non_blocking=False)
-            self._set_batch(n, video.shape, audio.shape)
-            if graph and n not in self.graphs:
-                self._enqueue()  # warm-up outside the capture (TensorRT's deferred shape updates happen here)
-                self.stream.synchronize()
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, stream=self.stream):
-                    self._enqueue()
-                self.graphs[n] = g
+            if graph:
+                g = self._graph_for(n, video.shape, audio.shape)
+            elif self.shape_batch != n:
+                self._set_shapes(self.context, video.shape, audio.shape)
+                self.shape_batch = n
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(self.stream)
             if graph:
-                self.graphs[n].replay()  # on the current stream: self.stream, where the events are recorded
+                g.replay()  # on the current stream: self.stream, where the events are recorded
             else:
-                self._enqueue()
+                self._enqueue(self.context)
             end.record(self.stream)
         end.synchronize()
-        logits = self.buffers["logits"][:n].float().cpu().numpy()
+        logits = self.buffers["logits"][:n].float().cpu().numpy()  # .cpu() copies: not a view of the buffer
         return logits, float(start.elapsed_time(end))
 
     def free(self) -> None:
         self.stream.synchronize()
         self.graphs.clear()
         self.buffers.clear()
-        del self.context, self.engine
+        del self.context, self.engine, self.scratch
         self.torch.cuda.empty_cache()
-
-
-__all__ = ["SIDECAR_FORMAT", "TensorRTRunner", "TensorSpec", "check_compatible", "gpu_identity", "read_sidecar",
-           "sidecar_path", "tensorrt_version"]

@@ -6,7 +6,10 @@ a Polygraphy loader, usable and testable alone (Polygraphy imports TensorRT lazi
 
 * ``network_loader``: ``NetworkFromOnnxPath(path, strongly_typed=True)``;
 * ``config_loader``: ``CreateConfig(profiles=[batch profile], memory_pool_limits={WORKSPACE: ...},
-  version_compatible=..., hardware_compatibility_level=...)``;
+  profiling_verbosity=LAYER_NAMES_ONLY or DETAILED, version_compatible=..., hardware_compatibility_level=...)``.
+  The verbosity is always given: ``CreateConfig`` sets DETAILED when it is not (``backend/trt/config.py``, Polygraphy
+  0.49.13 at NVIDIA/TensorRT v10.3.0 and 0.53.6), and TensorRT documents that DETAILED "will generally increase
+  latency in enqueueV3()" (NvInferRuntime.h at v10.3.0, line 4305), so only ``--layer-info`` asks for it;
 * ``build_engine``: ``EngineBytesFromNetwork`` -> the raw plan (``trtexec`` and C++ load it), and the sidecar
   ``MODEL.engine.json`` that the runtime checks before it deserialises anything.
 
@@ -26,7 +29,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engines.tensorrt import SIDECAR_FORMAT, gpu_identity, sidecar_path, tensorrt_version
+from ..artifact import SIDECAR_FORMAT, sidecar_path
+from ..engines.tensorrt import gpu_identity, tensorrt_version
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path, check_writable, sha256_file, write_json
 from ..lazy import require
@@ -41,7 +45,7 @@ class BuildOptions:
     version_compatible: bool = False
     hardware_compatible: bool = False
     dla_core: int | None = None
-    layer_info: bool = False  # profiling verbosity DETAILED: the engine inspector then reports per-layer precisions
+    layer_info: bool = False  # profiling verbosity DETAILED (else LAYER_NAMES_ONLY): the inspector's per-layer detail
 
     def __post_init__(self):
         bmin, bopt, bmax = self.batch
@@ -85,8 +89,8 @@ def config_loader(input_shapes: dict[str, tuple], opts: BuildOptions):
         kwargs["version_compatible"] = True
     if opts.hardware_compatible:
         kwargs["hardware_compatibility_level"] = require("tensorrt").HardwareCompatibilityLevel.AMPERE_PLUS
-    if opts.layer_info:
-        kwargs["profiling_verbosity"] = require("tensorrt").ProfilingVerbosity.DETAILED
+    verbosity = require("tensorrt").ProfilingVerbosity
+    kwargs["profiling_verbosity"] = verbosity.DETAILED if opts.layer_info else verbosity.LAYER_NAMES_ONLY
     workspace = {require("tensorrt").MemoryPoolType.WORKSPACE: opts.workspace_mb << 20}
     return trt_mod.CreateConfig(profiles=[batch_profile(input_shapes, opts.batch)], memory_pool_limits=workspace,
                                 **kwargs)

@@ -5,7 +5,8 @@
 * no -inf/+inf/NaN constants (fp16 engines and strongly typed builds choke on them);
 * Q/DQ well formed: int8, zero point 0 (TensorRT requires it), and per-channel weight scales with an ``axis``;
 * the opset is one every TensorRT version cfnsr supports parses (``TENSORRT_OPSETS``);
-* the fusion lint (``fusion_lint``): every quantized Conv/Gemm/MatMul is in a pattern TensorRT fuses.
+* the fusion lint (``fusion_lint``): every quantized Conv/Gemm/MatMul is in a pattern TensorRT fuses, and every Q/DQ
+  is one TensorRT takes (the rules and the sources they follow are listed above ``fusion_lint``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Readiness:
     problems: list[str] = field(default_factory=list)
     # Layers left in high precision on purpose (a scope or policy choice): {node: why}. Not problems.
     high_precision: dict[str, str] = field(default_factory=dict)
+    # Patterns TensorRT fuses that still cost something (FusionLint.costs): {node: what}. Not problems.
+    costs: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -97,8 +100,32 @@ def check(model: onnx.ModelProto) -> Readiness:
                                   f"of weight {n.input[0]} {consts[n.input[0]].shape}")
     lint = fusion_lint(model)
     r.problems.extend(lint.problems)
-    r.high_precision = lint.high_precision
+    r.high_precision, r.costs = lint.high_precision, lint.costs
     return r
+
+
+# What the fusion lint follows. Each rule in ``fusion_lint`` names its source by the tag in brackets.
+# [TRT-G] TensorRT developer guide, "Explicit Quantization" / "Q/DQ Layer-Placement Recommendations" (the same text in
+#         every 10.x/11.x guide): quantize all inputs of weighted operations; "by default, do not quantize the outputs
+#         of weighted-operations"; Fig. 3 "how TensorRT fuses convolutional layers ... on the right, both inputs and
+#         output are quantized" (an output Q fuses into the Conv); Fig. 6 "the precision of xf1 is floating-point, so
+#         the output of the fused convolution is limited to floating-point, and the trailing Q-layer cannot be fused";
+#         Fig. 9 "the extra pair of Q/DQ operators ... forces the separation of the convolution operator from the
+#         element-wise addition operator"; Fig. 2 "DQ forward-propagation and Q backward-propagation" through the
+#         layers that commute with quantization (max-pooling, shuffles: Reshape/Transpose/Flatten/Squeeze, Slice ...).
+# [TRT-S] the guide's "Quantization Scheme": activations are quantized per tensor; per-channel scales only for
+#         constant (weight) inputs, along the output-channel axis K of Conv/Deconv and of the GEMM weight.
+# [TRT-H] NvInferRuntime.h / NvInfer.h at v10.3.0: IQuantizeLayer/IDequantizeLayer "zero point must be 0" (int8,
+#         symmetric) and the per-channel ``axis``.
+# [OTRT]  onnx-tensorrt docs/operators.md line 13 (ONNX-TensorRT 10.1 GA, 96e7811): "UINT8 is only supported as
+#         network input or output tensor types."
+# [MO]    NVIDIA ModelOpt 0.47 ``modelopt/onnx/op_types.py`` ``get_copy_ops`` (ops a Q/DQ passes through) and
+#         ``quantization/partitioning.py`` ``_build_fusible_partition`` (Conv -> BN -> Relu -> residual Add is one
+#         fused partition; its inputs are quantized, never the inside).
+COMMUTING = frozenset({"MaxPool", "GlobalMaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
+                       "Slice", "Identity", "Expand", "Tile", "Split"})  # [TRT-G] Fig. 2, [MO] get_copy_ops
+EPILOGUE = frozenset({"BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "Selu",
+                      "HardSigmoid", "HardSwish", "Softplus", "Gelu", "Mul"})  # fused after a Conv ([MO] partition)
 
 
 @dataclass
@@ -106,19 +133,32 @@ class FusionLint:
     problems: list[str] = field(default_factory=list)
     high_precision: dict[str, str] = field(default_factory=dict)
     fused_int8: list[str] = field(default_factory=list)  # quantized layers in a pattern TensorRT fuses
+    # Patterns TensorRT fuses that still cost something, {node: what it costs}. Not problems.
+    costs: dict[str, str] = field(default_factory=dict)
 
 
 def fusion_lint(model: onnx.ModelProto) -> FusionLint:
-    """Check every quantized Conv/Gemm/MatMul against the patterns TensorRT's explicit-quantization fusions need.
+    """Check every quantized Conv/Gemm/MatMul and every Q/DQ against what TensorRT's explicit quantization does.
 
-    * a DequantizeLinear feeds the data and the weight input directly (no Cast, no other op in between);
-    * the weight's DQ is per-channel on the output-channel axis (Conv: 0; MatMul: the last; Gemm: 0 with transB);
-    * nothing quantizes or casts the layer's output before its epilogue (bias Add, BatchNormalization, ReLU, Add):
-      ``Conv -> Q`` is allowed only as the shortcut input of a residual Add whose other input is a fused Conv;
-    * a residual Add fed directly by a quantized Conv has a DQ on its other input, so it fuses into that Conv;
-    * no Cast sits between a DequantizeLinear and its consumer, or between a producer and a QuantizeLinear.
+    Problems (TensorRT runs it otherwise than the graph suggests):
 
-    Layers with no Q/DQ at all are not problems: they are listed in ``high_precision`` (a scope choice).
+    * a quantized layer's data or weight input is not reached from a DequantizeLinear, directly or through ops a DQ
+      propagates across (MaxPool, Reshape, Transpose, ...): TensorRT runs a partly quantized layer in high precision
+      [TRT-G];
+    * a weight DQ is per-channel on another axis than the output channels [TRT-S];
+    * a Q/DQ pair between a layer and its epilogue (BatchNormalization, bias, activation): it separates the epilogue
+      from the layer [TRT-G Fig. 9]; a Cast there, or between a DQ and its consumer, or before a Q, does the same;
+    * a per-channel Q/DQ on an activation [TRT-S];
+    * a uint8 graph input read by anything but Cast (through Identity) [OTRT].
+
+    Not problems (TensorRT fuses them; ``costs`` says what they cost, if anything):
+
+    * ``layer -> Q -> DQ -> quantized layer``: the Q fuses into the layer, which writes int8 [TRT-G Fig. 3];
+    * a residual Add with a float shortcut: it still fuses into the layer, but the fused output is float, so a Q
+      after it runs alone [TRT-G Fig. 6];
+    * per-tensor weight scales (TensorRT takes them; per-channel ones usually lose less).
+
+    Layers with no Q/DQ at all are listed in ``high_precision`` (a scope choice).
     """
     lint = FusionLint()
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -127,25 +167,45 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
         for i in n.input:
             cons.setdefault(i, []).append(n)
     consts = dict(constant_arrays(model))
+    initializers = {i.name for i in model.graph.initializer}
 
     def op(t):
         n = producer.get(t)
         return n.op_type if n is not None else None
 
-    def is_weight(t):  # an initializer, or a DQ (possibly after a Q) of one
-        if t in consts and t not in producer:
+    def is_const(t):  # an initializer or a Constant node's value
+        return t in consts and (t in initializers or op(t) == "Constant")
+
+    def is_weight(t):  # a constant, or a DQ/Q/copy of one
+        if is_const(t):
             return True
         n = producer.get(t)
-        if n is not None and n.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity", "Cast"):
+        if n is not None and n.op_type in {"DequantizeLinear", "QuantizeLinear", "Cast"} | COMMUTING:
             return is_weight(n.input[0])
         return False
 
-    quantized_layers = set()
-    for n in model.graph.node:
-        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2:
-            continue
-        data_dq, w_dq = op(n.input[0]) == "DequantizeLinear", op(n.input[1]) == "DequantizeLinear"
-        if not data_dq and not w_dq:
+    def dq_source(t):
+        """The DQ that feeds ``t`` directly or through commuting ops, else None [TRT-G Fig. 2]."""
+        n = producer.get(t)
+        while n is not None and n.op_type in COMMUTING:
+            n = producer.get(n.input[0])
+        return n if n is not None and n.op_type == "DequantizeLinear" else None
+
+    def users_past_commuting(t):
+        """(consumer, the tensor it reads) of ``t``, looking through commuting ops."""
+        for u in cons.get(t, []):
+            if u.op_type in COMMUTING:
+                for o in u.output:
+                    yield from users_past_commuting(o)
+            else:
+                yield u, t
+
+    layers = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+              and len(n.input) >= 2]
+    quantized = {n.name for n in layers if dq_source(n.input[0]) or dq_source(n.input[1])}
+    for n in layers:
+        data_dq, w_dq = dq_source(n.input[0]), dq_source(n.input[1])
+        if n.name not in quantized:
             if any(op(t) == "Cast" and op(producer[t].input[0]) == "DequantizeLinear" for t in n.input[:2]):
                 lint.problems.append(f"{n.op_type} {n.name}: a Cast sits between its DequantizeLinear and it")
             elif n.op_type == "MatMul" and not is_weight(n.input[1]):
@@ -153,78 +213,95 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
             else:
                 lint.high_precision[n.name] = "no Q/DQ on its inputs: runs in high precision"
             continue
-        quantized_layers.add(n.name)
         ok = True
-        for t, is_dq, role in ((n.input[0], data_dq, "data"), (n.input[1], w_dq, "weight")):
-            if not is_dq:
+        for t, dq, role in ((n.input[0], data_dq, "data"), (n.input[1], w_dq, "weight")):
+            if dq is None:
                 ok = False
                 via = f" (it comes from {op(t)} {producer[t].name})" if t in producer else ""
                 lint.problems.append(f"{n.op_type} {n.name}: its {role} input {t!r} is not fed by a DequantizeLinear "
-                                     f"directly{via}; TensorRT runs a partly quantized layer in high precision")
-        if w_dq and is_weight(n.input[1]):
-            dq = producer[n.input[1]]
-            scale = consts.get(dq.input[1])
-            w = consts.get(dq.input[0])
-            if w is None and op(dq.input[0]) == "QuantizeLinear":
-                w = consts.get(producer[dq.input[0]].input[0])
-            if scale is not None and w is not None:
+                                     f"(directly or through ops TensorRT moves a DQ across){via}; TensorRT runs a "
+                                     "partly quantized layer in high precision")
+        if w_dq is not None and is_weight(n.input[1]) and producer.get(n.input[1]) is w_dq:
+            scale = consts.get(w_dq.input[1])
+            w = consts.get(w_dq.input[0])
+            if w is None and op(w_dq.input[0]) == "QuantizeLinear":
+                w = consts.get(producer[w_dq.input[0]].input[0])
+            if scale is not None and w is not None and w.ndim > 1:
                 if n.op_type == "Conv":
                     want_axis = 0
+                elif n.op_type == "ConvTranspose":
+                    want_axis = 1
                 elif n.op_type == "Gemm":
                     want_axis = 0 if attribute(n, "transB", 0) else 1
                 else:
                     want_axis = w.ndim - 1
-                axis = attribute(dq, "axis", 1)
+                axis = attribute(w_dq, "axis", 1)
                 axis = axis + w.ndim if axis < 0 else axis
-                if scale.size == 1 or axis != want_axis or scale.size != w.shape[want_axis]:
-                    ok = False
+                if scale.size == 1:
+                    lint.costs[n.name] = "per-tensor weight scale: TensorRT takes it; per-channel usually loses less"
+                elif axis != want_axis or scale.size != w.shape[want_axis]:
+                    ok = False  # [TRT-S]
                     lint.problems.append(
-                        f"{n.op_type} {n.name}: weight DequantizeLinear {dq.name} is not per-channel on the "
+                        f"{n.op_type} {n.name}: weight DequantizeLinear {w_dq.name} is not per-channel on the "
                         f"output-channel axis {want_axis} (axis {axis}, {scale.size} scales for weight {w.shape})")
         if ok:
             lint.fused_int8.append(n.name)
 
-    def epilogue_outputs(n):
-        """The layer's output, and the outputs of a bias Add / BatchNormalization directly after it."""
-        outs = [n.output[0]]
-        users = cons.get(n.output[0], [])
-        if len(users) == 1 and (users[0].op_type == "BatchNormalization" or (
-                users[0].op_type == "Add" and any(i in consts and i not in producer for i in users[0].input))):
-            outs.append(users[0].output[0])
-        return outs
+    def epilogue_chain(n):
+        """The layer's output and its fusable epilogue's outputs: bias Add / BatchNormalization / activations, each
+        the only consumer of what it reads ([MO] _build_fusible_partition)."""
+        outs, t = [n.output[0]], n.output[0]
+        while True:
+            users = cons.get(t, [])
+            if len(users) != 1:
+                return outs
+            u = users[0]
+            bias = u.op_type == "Add" and any(is_const(i) for i in u.input)
+            if not (bias or u.op_type in EPILOGUE):
+                return outs
+            t = u.output[0]
+            outs.append(t)
 
-    def fused_conv_output(t):
-        n = producer.get(t)
-        return n is not None and n.op_type == "Conv" and n.name in quantized_layers and len(cons.get(t, [])) == 1
+    def q_feeds_quantized_consumers(q) -> bool:
+        """Every reader of the Q's DQ is a quantized layer, a residual Add or another Q [TRT-G Fig. 3]."""
+        users = [(u, t) for d in cons.get(q.output[0], []) if d.op_type == "DequantizeLinear"
+                 for u, t in users_past_commuting(d.output[0])]
+        return bool(users) and all(u.name in quantized or u.op_type in ("Add", "QuantizeLinear", "Concat")
+                                   for u, _ in users)
 
     for n in model.graph.node:
-        if n.name not in quantized_layers:
+        if n.name not in quantized:
             continue
-        for t in epilogue_outputs(n):
+        chain = epilogue_chain(n)
+        for i, t in enumerate(chain):
+            last = i == len(chain) - 1
             for u in cons.get(t, []):
                 if u.op_type == "Cast":
                     lint.problems.append(f"{n.op_type} {n.name}: its output is cast ({u.name}) before its epilogue")
                 elif u.op_type == "QuantizeLinear":
-                    dqs = [d for d in cons.get(u.output[0], []) if d.op_type == "DequantizeLinear"]
-                    users = [c for d in dqs for c in cons.get(d.output[0], [])]
-                    shortcut = users and all(c.op_type == "Add" and any(fused_conv_output(i) for i in c.input)
-                                             for c in users)
-                    if not shortcut:
+                    nxt = [c.op_type for d in cons.get(u.output[0], []) for c in cons.get(d.output[0], [])]
+                    if not last or any(o in EPILOGUE or o == "BatchNormalization" for o in nxt):
                         lint.problems.append(
-                            f"{n.op_type} {n.name}: its output is quantized ({u.name}) before its ReLU/Add; "
-                            "TensorRT cannot fuse the epilogue (put Q/DQ on the next layer's input instead)")
+                            f"{n.op_type} {n.name}: a Q/DQ ({u.name}) sits between it and its epilogue "
+                            f"({', '.join(sorted(set(nxt))) or 'nothing'}); TensorRT cannot fuse across it (put the "
+                            "Q/DQ after the epilogue, on the next layer's input)")
+                    elif not q_feeds_quantized_consumers(u):
+                        lint.costs[n.name] = (f"its output is quantized ({u.name}) for a consumer that is not int8: "
+                                              "the Q fuses into the layer, the readers dequantize again")
 
     for n in model.graph.node:
         if n.op_type == "Add" and len(n.input) == 2:
-            a, b = n.input
-            for fused, other in ((a, b), (b, a)):
-                if fused_conv_output(fused) and op(other) != "DequantizeLinear" and not (
-                        other in consts and other not in producer):
-                    if fused_conv_output(other) and fused == b:
-                        continue  # reported once for the pair
-                    lint.problems.append(
-                        f"Add {n.name}: fed by the quantized {producer[fused].op_type} {producer[fused].name} but its "
-                        f"other input {other!r} has no DequantizeLinear, so TensorRT cannot fuse the residual Add")
+            for fused, other in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
+                fn = producer.get(fused)
+                if fn is None or fn.name not in quantized or len(cons.get(fused, [])) != 1:
+                    continue
+                if dq_source(other) is None and not is_const(other):
+                    after = [u for t in [n.output[0]] + [u.output[0] for u in cons.get(n.output[0], [])
+                                                         if u.op_type == "Relu"] for u in cons.get(t, [])]
+                    if any(u.op_type == "QuantizeLinear" for u in after):  # [TRT-G] Fig. 6
+                        lint.costs[n.name] = (f"fuses into {fn.op_type} {fn.name}, but its shortcut {other!r} is "
+                                              "float, so the fused output is float and the Q after it runs alone")
+                break
         elif n.op_type == "DequantizeLinear":
             for u in cons.get(n.output[0], []):
                 if u.op_type == "Cast":
@@ -233,4 +310,20 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
         elif n.op_type == "QuantizeLinear" and op(n.input[0]) == "Cast":
             lint.problems.append(f"QuantizeLinear {n.name}: reads Cast {producer[n.input[0]].name}; quantize the "
                                  "uncast tensor (fp16 scales, opset >= 19) instead")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not is_weight(n.input[0]):
+            scale = consts.get(n.input[1]) if len(n.input) > 1 else None
+            if scale is not None and scale.size > 1:  # [TRT-S]
+                lint.problems.append(f"{n.op_type} {n.name}: per-channel ({scale.size} scales) on the activation "
+                                     f"{n.input[0]!r}; TensorRT quantizes activations per tensor only")
+
+    for inp in model.graph.input:  # [OTRT]
+        if inp.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+            continue
+        readers = list(cons.get(inp.name, []))
+        while any(r.op_type == "Identity" for r in readers):
+            readers = [c for r in readers for c in (cons.get(r.output[0], []) if r.op_type == "Identity" else [r])]
+        bad = [r for r in readers if r.op_type != "Cast"]
+        if bad:
+            lint.problems.append(f"input {inp.name!r} is uint8 and read by {bad[0].op_type} {bad[0].name}; TensorRT "
+                                 "takes uint8 only as a network input or output, so Cast it first")
     return lint

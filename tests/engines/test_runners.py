@@ -99,7 +99,8 @@ def test_corrupt_and_misnamed_artifacts(tmp_path, fp32_onnx, trained_tiny):
 
 
 def test_engine_sidecar_mismatch_is_refused(tmp_path):
-    from cfnsr.engines.tensorrt import check_compatible, read_sidecar
+    from cfnsr.artifact import read_sidecar
+    from cfnsr.engines.tensorrt import check_compatible
 
     side = {"format": "cfnsr-engine", "tensorrt_version": "10.3.0", "gpu": "Orin", "compute_capability": "8.7",
             "source_onnx": "m.int8.onnx", "version_compatible": False, "hardware_compatible": False}

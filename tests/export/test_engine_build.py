@@ -34,6 +34,7 @@ def trt_enums(monkeypatch):
     fake.__version__ = "10.3.0"
     fake.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
     fake.HardwareCompatibilityLevel = enum.Enum("HardwareCompatibilityLevel", "NONE AMPERE_PLUS")
+    fake.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", "LAYER_NAMES_ONLY NONE DETAILED")
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
 
 
@@ -124,7 +125,7 @@ def test_version_compatible_engines_run_forward_only(tmp_path):
 
 
 def test_sidecar_without_required_fields_is_refused(tmp_path):
-    from cfnsr.engines.tensorrt import read_sidecar
+    from cfnsr.artifact import read_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
