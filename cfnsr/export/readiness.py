@@ -124,8 +124,10 @@ def check(model: onnx.ModelProto) -> Readiness:
 #         fused partition; its inputs are quantized, never the inside).
 COMMUTING = frozenset({"MaxPool", "GlobalMaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze",
                        "Slice", "Identity", "Expand", "Tile", "Split"})  # [TRT-G] Fig. 2, [MO] get_copy_ops
-EPILOGUE = frozenset({"BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "Selu",
-                      "HardSigmoid", "HardSwish", "Softplus", "Gelu", "Mul"})  # fused after a Conv ([MO] partition)
+# A layer's fusable epilogue ([MO] _build_fusible_partition: Conv -> BN -> activation): bias Add / BatchNormalization
+# right after the layer, then activations. A BatchNormalization after an activation is not part of it.
+ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish",
+                         "Softplus", "Gelu"})
 
 
 @dataclass
@@ -248,46 +250,65 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
             lint.fused_int8.append(n.name)
 
     def epilogue_chain(n):
-        """The layer's output and its fusable epilogue's outputs: bias Add / BatchNormalization / activations, each
-        the only consumer of what it reads ([MO] _build_fusible_partition)."""
-        outs, t = [n.output[0]], n.output[0]
+        """The layer's output and its fusable epilogue's outputs, each op the only reader of what it reads: bias Add
+        and BatchNormalization first, then activations; and whether an activation is in it."""
+        outs, t, activated = [n.output[0]], n.output[0], False
         while True:
             users = cons.get(t, [])
             if len(users) != 1:
-                return outs
+                return outs, activated
             u = users[0]
-            bias = u.op_type == "Add" and any(is_const(i) for i in u.input)
-            if not (bias or u.op_type in EPILOGUE):
-                return outs
+            norm = u.op_type == "BatchNormalization" or (u.op_type == "Add" and any(is_const(i) for i in u.input))
+            if not (u.op_type in ACTIVATIONS or (norm and not activated)):
+                return outs, activated
+            activated = activated or u.op_type in ACTIVATIONS
             t = u.output[0]
             outs.append(t)
 
-    def q_feeds_quantized_consumers(q) -> bool:
-        """Every reader of the Q's DQ is a quantized layer, a residual Add or another Q [TRT-G Fig. 3]."""
-        users = [(u, t) for d in cons.get(q.output[0], []) if d.op_type == "DequantizeLinear"
-                 for u, t in users_past_commuting(d.output[0])]
-        return bool(users) and all(u.name in quantized or u.op_type in ("Add", "QuantizeLinear", "Concat")
-                                   for u, _ in users)
+    def would_fuse(u, activated: bool) -> bool:
+        """Whether ``u`` would have been part of the layer's epilogue had no Q/DQ sat in between."""
+        norm = u.op_type == "BatchNormalization" or (u.op_type == "Add" and any(is_const(i) for i in u.input))
+        return u.op_type in ACTIVATIONS or (norm and not activated)
+
+    def int8_reader(u, t) -> bool:
+        """``u`` reads ``t`` (a DQ's output) as int8: a quantized layer, a Q (re-quantization: e.g. an int8 MaxPool
+        between them), or an Add whose other inputs are quantized too or a quantized layer's output it fuses into
+        [TRT-G Fig. 7, 8]."""
+        if u.name in quantized or u.op_type == "QuantizeLinear":
+            return True
+        if u.op_type == "Add":
+            return all(i == t or is_const(i) or dq_source(i) or (producer.get(i) is not None
+                                                                and producer[i].name in quantized) for i in u.input)
+        return False
 
     for n in model.graph.node:
         if n.name not in quantized:
             continue
-        chain = epilogue_chain(n)
+        chain, activated = epilogue_chain(n)
         for i, t in enumerate(chain):
             last = i == len(chain) - 1
             for u in cons.get(t, []):
                 if u.op_type == "Cast":
-                    lint.problems.append(f"{n.op_type} {n.name}: its output is cast ({u.name}) before its epilogue")
+                    if not last or any(would_fuse(c, activated) for c in cons.get(u.output[0], [])):
+                        lint.problems.append(f"{n.op_type} {n.name}: its output is cast ({u.name}) before its "
+                                             "epilogue")
                 elif u.op_type == "QuantizeLinear":
-                    nxt = [c.op_type for d in cons.get(u.output[0], []) for c in cons.get(d.output[0], [])]
-                    if not last or any(o in EPILOGUE or o == "BatchNormalization" for o in nxt):
+                    readers = [(c, d.output[0]) for d in cons.get(u.output[0], []) if d.op_type == "DequantizeLinear"
+                               for c in cons.get(d.output[0], [])]
+                    split = [c.op_type for c, _ in readers if would_fuse(c, activated)]
+                    if not last or split:  # [TRT-G] Fig. 9
                         lint.problems.append(
                             f"{n.op_type} {n.name}: a Q/DQ ({u.name}) sits between it and its epilogue "
-                            f"({', '.join(sorted(set(nxt))) or 'nothing'}); TensorRT cannot fuse across it (put the "
-                            "Q/DQ after the epilogue, on the next layer's input)")
-                    elif not q_feeds_quantized_consumers(u):
-                        lint.costs[n.name] = (f"its output is quantized ({u.name}) for a consumer that is not int8: "
-                                              "the Q fuses into the layer, the readers dequantize again")
+                            f"({', '.join(sorted(set(split))) or cons[chain[i + 1]][0].op_type}); TensorRT cannot fuse "
+                            "across it (put the Q/DQ after the epilogue, on the next layer's input)")
+                        continue
+                    past = [(c, x) for d in cons.get(u.output[0], []) if d.op_type == "DequantizeLinear"
+                            for c, x in users_past_commuting(d.output[0])]
+                    if not past or not all(int8_reader(c, x) for c, x in past):
+                        floats = sorted({c.op_type for c, x in past if not int8_reader(c, x)})
+                        lint.costs[n.name] = (f"its output is quantized ({u.name}) for readers that are not int8 "
+                                              f"({', '.join(floats) or 'none'}): the Q fuses into the layer, and the "
+                                              "readers dequantize again")
 
     for n in model.graph.node:
         if n.op_type == "Add" and len(n.input) == 2:

@@ -108,6 +108,17 @@ def test_projection_shortcut_may_quantize_its_conv_output():
     assert problems(_graph(nodes)) == []
 
 
+def test_q_after_the_activation_before_a_later_batchnorm_is_a_cost():
+    # [MO] _build_fusible_partition: Conv -> BN -> Relu is the fused partition; a BN after the ReLU is not in it, so
+    # ModelOpt's Q after the ReLU (cfnsr's audio convs are Conv -> ReLU -> BN) fuses into the Conv [TRT-G Fig. 3];
+    # the BN then reads dequantized data: a cost, not a problem.
+    nodes = [*qdq("x", "xd"), wdq(), conv("xd", "wd", "c", "conv_audio"), relu("c", "r"), *qdq("r", "rd"),
+             helper.make_node("BatchNormalization", ["rd", "g", "b", "m", "v"], ["y"], name="bn_after_relu")]
+    bn = [numpy_helper.from_array(np.full(C, v, np.float32), n) for n, v in (("g", 1), ("b", 0), ("m", 0), ("v", 1))]
+    lint = readiness.fusion_lint(_graph(nodes, bn))
+    assert lint.problems == [] and "BatchNormalization" in lint.costs["conv_audio"]
+
+
 def test_per_tensor_weights_are_a_cost_not_a_problem():
     # [TRT-S]: per-tensor weight scales are valid; per-channel ones are what TensorRT recommends.
     nodes = [*qdq("x", "xd"), wdq(scale="ws1"), conv("xd", "wd", "y", "conv_per_tensor")]
@@ -139,10 +150,14 @@ def test_qdq_between_the_layer_and_its_activation_is_named():
 
 
 def test_cast_after_the_layer_is_named():
+    # [TRT-G] Fig. 9 as for a Q/DQ: the Cast separates the Conv from the ReLU it would fuse.
     nodes = [*qdq("x", "xd"), wdq(), conv("xd", "wd", "c", "conv_cast"),
-             helper.make_node("Cast", ["c"], ["cc"], name="cast_out", to=TensorProto.FLOAT16),
-             helper.make_node("Cast", ["cc"], ["y"], to=TensorProto.FLOAT)]
+             helper.make_node("Cast", ["c"], ["y"], name="cast_out", to=TensorProto.FLOAT16), relu("y", "r")]
     assert any("Conv conv_cast: its output is cast (cast_out)" in p for p in problems(_graph(nodes)))
+    # After the epilogue a Cast is the next op's business, not the Conv's.
+    after = [*qdq("x", "xd"), wdq(), conv("xd", "wd", "c", "conv_cast"), relu("c", "r"),
+             helper.make_node("Cast", ["r"], ["y"], name="cast_after", to=TensorProto.FLOAT16)]
+    assert problems(_graph(after)) == []
 
 
 def test_data_input_without_dq_is_named():
