@@ -23,6 +23,7 @@ METADATA_SCHEMA = 1
 
 INPUT_NAMES = ("video", "audio")  # a features artifact (the default, --inputs features)
 MEDIA_INPUT_NAMES = ("frames", "pcm")  # a media artifact (--inputs media): the front end is in the graph
+INPUT_KINDS = ("features", "media")  # cfnsr.input_kind; what an artifact without the entry is: the first
 OUTPUT_NAME = "logits"
 SIDECAR_FORMAT = "cfnsr-engine"  # the JSON beside a TensorRT engine (engines are raw plans, for trtexec and C++)
 LAYOUTS = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)",

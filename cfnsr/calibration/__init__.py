@@ -28,9 +28,9 @@ import numpy as np
 from ..data.cache import FeatureCache, clips_hash
 from ..data.features import to_model_inputs
 from ..errors import CfnsrError, DataError
+from ..export.formats import check_choice
 from ..fileio import write_json
 
-METHODS = ("minmax", "entropy", "percentile")
 log = logging.getLogger(__name__)
 
 
@@ -128,8 +128,7 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
 
-    if method not in METHODS:
-        raise CfnsrError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+    check_choice("calib_method", method)
     extra = {"symmetric": True}
     if method == "percentile":
         extra["percentile"] = percentile

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .formats import NARROWER_SCOPE
+
 
 def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: int = 5) -> list[dict]:
     """Layers where int8 departs from fp32, in graph order of the worst SQNR: ONNX Runtime's qdq_loss_debug
@@ -51,7 +53,5 @@ def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: in
 
 
 def suggest_scope(scope: str) -> str | None:
-    narrower = {"all": "no-stem", "no-stem": "no-stem-grouped", "no-grouped": "no-stem-grouped",
-                "no-stem-grouped": "audio-fusion"}
-    nxt = narrower.get(scope)
+    nxt = NARROWER_SCOPE.get(scope)
     return f"try a narrower --int8-scope {nxt}" if nxt else "int8 of this scope loses too much: export fp16 instead"

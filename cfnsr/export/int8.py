@@ -34,20 +34,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CfnsrError
+from .formats import check_choice
 from .onnx_graph import attribute, consumers, reachable_from, topological_sort
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 # fp16 Q/DQ scales (and a DequantizeLinear with fp16 output) need opset 19; TensorRT 10.0+ parses opsets 9-20.
 FP16_QDQ_OPSET = 19
-
-SCOPES = {
-    "all": "every Conv, MatMul and Gemm that int8 can speed up",
-    "no-stem": "everything but the 7x7x7 video stem",
-    "no-grouped": "everything but the grouped 3x3x3 convolutions of the ResNeXt",
-    "no-stem-grouped": "everything but the stem and the grouped convolutions",
-    "audio-fusion": "the audio branch, the fusion block and the classifier "
-                    "(the whole video branch stays high precision)",
-}
 
 
 @dataclass
@@ -89,8 +81,7 @@ def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placeme
     The video branch is found from the graph, not from names: the nodes downstream of the ``video`` input and not
     of the ``audio`` input. The stem is the Conv that reads the ``video`` input.
     """
-    if scope not in SCOPES:
-        raise CfnsrError(f"unknown --int8-scope {scope!r}; choose one of: {', '.join(SCOPES)}")
+    check_choice("int8_scope", scope)
     video_only = reachable_from(model, "video") - reachable_from(model, "audio")
     p = Placement()
     for n in model.graph.node:
@@ -182,8 +173,7 @@ def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], sco
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    if high_precision not in ("fp32", "fp16"):
-        raise CfnsrError(f"--high-precision must be fp32 or fp16, got {high_precision!r}")
+    check_choice("high_precision", high_precision)
     model = onnx.shape_inference.infer_shapes(model)
     placement = plan(model, scope, attention)
     if not placement.quantize:

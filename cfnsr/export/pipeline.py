@@ -31,7 +31,7 @@ from . import fp16 as fp16_mod
 from . import gate as gate_mod
 from . import int8 as int8_mod
 from . import readiness
-from .formats import FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, resolve
+from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
 from .onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
 
 
@@ -125,7 +125,7 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         job = ExportJob(checkpoint, model, out, preprocess, source_sha, cache, split, opts, Path(tmp), log,
                         {"checkpoint": str(checkpoint), "checkpoint_sha256": source_sha, "precision": opts.precision,
                          "model_config": model.config.name, "format": fmt.name})
-        art_path, gate = EXPORTERS[fmt.name](job)
+        art_path, gate = ROUTES[fmt.route](job)
         result = _finish(job, art_path, gate)
     if result.passed and "engine" in formats:
         from .engine import build_engine
@@ -146,14 +146,23 @@ def check_options(fmt: Format, opts: ExportOptions) -> None:
                              f"{', '.join(OPTION_FLAGS[o] for o in fmt.options) or 'none of the format options'})")
         if given and name in INT8_OPTIONS and opts.precision != "int8":
             raise CfnsrError(f"{flag} applies to --precision int8 only")
-    if opts.high_precision not in ("fp32", "fp16"):
-        raise CfnsrError(f"--high-precision must be fp32 or fp16, got {opts.high_precision!r}")
-    if opts.int8_scope not in int8_mod.SCOPES:
-        raise CfnsrError(f"unknown --int8-scope {opts.int8_scope!r}; choose one of: {', '.join(int8_mod.SCOPES)}")
-    if opts.inputs not in ("features", "media"):
-        raise CfnsrError(f"--inputs must be features or media, got {opts.inputs!r}")
+    for name in CHOICES:
+        check_choice(name, getattr(opts, name))
 
 
+# The export routes, by the name formats.FORMATS gives them (``Format.route``); each registers itself below.
+ROUTES: dict[str, Callable[[ExportJob], tuple[Path, GateResult]]] = {}
+
+
+def route(name: str):
+    def register(fn):
+        ROUTES[name] = fn
+        return fn
+
+    return register
+
+
+@route("onnx")
 def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     """fp32 ONNX (opset 18), then fp16 or int8 in the graph, metadata, the TensorRT readiness check, the gate."""
     opts = job.opts
@@ -219,6 +228,7 @@ def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_
     return path
 
 
+@route("pt2")
 def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     """An AOTInductor package (fp32, cpu or cuda) for the C++ runtime's libtorch backend, then the gate."""
     from ..engines.runners import AotiRunner
@@ -249,10 +259,6 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     else:
         infer = _in_batches(AotiRunner(art_path), opts.max_batch)
     return art_path, _gate(job, infer, art_path, None)
-
-
-# The export route of each format in formats.FORMATS (an engine is the ONNX route plus `cfnsr build`).
-EXPORTERS: dict[str, Callable[[ExportJob], tuple[Path, GateResult]]] = {"onnx": export_onnx, "pt2": export_pt2}
 
 
 def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:

@@ -165,8 +165,8 @@ def test_bench_reports(fp32_onnx, trained_tiny, tmp_path):
 
 def test_predict_returns_the_clips_emotion(synth_raw, trained_tiny, fp32_onnx):
     """One strong-intensity clip per emotion from test actors 1 and 2 (never trained on), through the CLI."""
+    from cfnsr.artifact import EMOTIONS
     from cfnsr.data.ravdess import parse_name
-    from cfnsr.model import EMOTIONS
 
     clips = [f"Actor_0{1 + e % 2}/01-01-0{e + 1}-0{1 if e == 0 else 2}-0{1 + e % 2}-01-0{1 + e % 2}.mp4"
              for e in range(8)]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cfnsr.artifact import EMOTIONS
 from cfnsr.cli import main
 from cfnsr.engines import load
 from cfnsr.engines.accuracy import GateThresholds
@@ -13,7 +14,7 @@ from cfnsr.errors import CfnsrError, CheckpointError, DataError, MissingDependen
 from cfnsr.export import readiness
 from cfnsr.export.onnx_graph import read_metadata
 from cfnsr.export.pipeline import ExportOptions, export
-from cfnsr.model import EMOTIONS, load_checkpoint, load_model
+from cfnsr.model import load_checkpoint, load_model
 from cfnsr.model.summary import example_inputs
 
 QUIET = dict(log=lambda *a: None)
