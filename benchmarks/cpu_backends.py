@@ -43,6 +43,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from legacy_placement import legacy_quantize
 
+    from cfnsr.artifact import base_metadata
     from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.features import to_model_inputs
@@ -50,7 +51,7 @@ def main() -> None:
     from cfnsr.data.synth import generate
     from cfnsr.engines import load
     from cfnsr.export import int8 as int8_mod
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+    from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
     from cfnsr.reports import markdown_table, plot_bars

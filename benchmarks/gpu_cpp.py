@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfnsr.export.onnx_graph import base_metadata
+from cfnsr.artifact import base_metadata
 from cfnsr.export.pt2 import export_pt2, input_spec
 from cfnsr.model import create_model
 from cfnsr.model.summary import example_inputs

@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CfnsrError
 from .formats import check_choice
-from .onnx_graph import attribute, consumers, reachable_from, topological_sort
+from .onnx_graph import attribute, consumers, producers, reachable_from, topological_sort
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 # fp16 Q/DQ scales (and a DequantizeLinear with fp16 output) need opset 19; TensorRT 10.0+ parses opsets 9-20.
@@ -118,7 +118,7 @@ def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placeme
 
 def _ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
     """Every tensor upstream of ``tensor`` (itself included)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     seen, stack = set(), [tensor]
     while stack:
         t = stack.pop()
@@ -132,7 +132,7 @@ def _ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
 
 def residual_inputs(model: onnx.ModelProto, quantized: set[str]) -> dict[str, str]:
     """{Add node: its shortcut input} for the Adds that TensorRT can fuse into a quantized Conv."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     cons = consumers(model)
     consts = set(_initializers(model))
 
@@ -216,7 +216,7 @@ def _quantize_residuals(model: onnx.ModelProto, residual: dict[str, str], ranges
     """Give each residual Add's shortcut input a Q/DQ pair: the tensor's existing pair when it has one (an identity
     shortcut shares the pair of the next block's Conv input), else a new per-tensor pair."""
     existing = {}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in producer:
             q = producer[n.input[0]]
@@ -256,7 +256,7 @@ def to_fp16_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
     model = fp16_mod.to_fp16(model, extra_fp32_ops=["QuantizeLinear", "DequantizeLinear"])
     inits = _initializers(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     cons = consumers(model)
     fp16_scales: dict[str, str] = {}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..artifact import base_metadata
 from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
@@ -32,7 +33,7 @@ from . import gate as gate_mod
 from . import int8 as int8_mod
 from . import readiness
 from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
-from .onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+from .onnx_graph import export_fp32, input_spec, set_metadata
 
 
 @dataclass

@@ -135,7 +135,7 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     rc, _, err = infer(cpp, engine, *good)
     assert rc == STATUS["file_not_found"] and "has no sidecar" in err
 
-    from cfnsr.export.onnx_graph import read_metadata
+    from cfnsr.artifact import read_metadata
 
     sidecar = {"format": "cfnsr-engine", "tensorrt_version": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
                "profile": {"batch": [1, 1, 8]}, "source_onnx": str(fp32_onnx.path),

@@ -6,13 +6,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cfnsr.artifact import EMOTIONS
+from cfnsr.artifact import EMOTIONS, read_metadata
 from cfnsr.cli import main
 from cfnsr.engines import load
 from cfnsr.engines.accuracy import GateThresholds
 from cfnsr.errors import CfnsrError, CheckpointError, DataError, MissingDependencyError
 from cfnsr.export import readiness
-from cfnsr.export.onnx_graph import read_metadata
 from cfnsr.export.pipeline import ExportOptions, export
 from cfnsr.model import load_checkpoint, load_model
 from cfnsr.model.summary import example_inputs
