@@ -44,13 +44,13 @@ def main() -> None:
     from legacy_placement import legacy_quantize
 
     from cfnsr.artifact import base_metadata
-    from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.features import to_model_inputs
     from cfnsr.data.spec import PreprocessSpec
     from cfnsr.data.synth import generate
     from cfnsr.engines import load
     from cfnsr.export import int8 as int8_mod
+    from cfnsr.export.calibrate import calibrate, select_clips
     from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
     from cfnsr.model import create_model, save_checkpoint

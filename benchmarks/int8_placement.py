@@ -57,13 +57,13 @@ def main() -> None:
     from legacy_placement import legacy_quantize
 
     from cfnsr.artifact import base_metadata
-    from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache
     from cfnsr.data.splits import Split
     from cfnsr.engines import accuracy as gate_mod
     from cfnsr.engines.runners import OnnxRuntimeRunner
     from cfnsr.export import int8 as int8_mod
     from cfnsr.export import readiness
+    from cfnsr.export.calibrate import calibrate, select_clips
     from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
     from cfnsr.model.checkpoint import load_checkpoint, model_from_checkpoint

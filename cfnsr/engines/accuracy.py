@@ -8,7 +8,7 @@ logits, and per-class confusion of each. Default gates by precision (``GateThres
 * int8: accuracy drop <= 1.0 point and agreement >= 95%
 
 Non-finite logits, on either side, fail every gate. Used by ``cfnsr validate`` (any runner) and by the export's
-gate (``cfnsr.export.gate`` adds the int8 divergence report on top).
+gate (``cfnsr.export.divergence`` adds, for a failed int8 export, where it departs from fp32 first).
 """
 
 from __future__ import annotations

@@ -28,10 +28,9 @@ from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
 from ..lazy import require
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from ..reports import write_export_report
+from . import divergence, readiness
 from . import fp16 as fp16_mod
-from . import gate as gate_mod
 from . import int8 as int8_mod
-from . import readiness
 from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
 from .onnx_graph import export_fp32, input_spec, set_metadata
 
@@ -276,7 +275,7 @@ def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:
 
 def _int8(graph, fp32_path: Path, job: ExportJob):
     """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
-    from .. import calibration as calib
+    from . import calibrate as calib
 
     cache, split, opts, log = job.cache, job.split, job.opts, job.log
     if split is None:
@@ -344,8 +343,8 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
     if not result.passed and opts.precision == "int8" and fp32_path is not None:
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]
-        result.divergence = gate_mod.first_divergence(str(fp32_path), str(art_path), inputs)
-        result.suggestion = gate_mod.suggest_scope(opts.int8_scope)
+        result.divergence = divergence.first_divergence(str(fp32_path), str(art_path), inputs)
+        result.suggestion = divergence.suggest_scope(opts.int8_scope)
     log(result.summary())
     return result
 

@@ -181,7 +181,7 @@ def test_residual_adds_fuse_into_the_main_branch_conv(fp32_onnx):
 
 
 def test_calibration_cache_reuse_and_invalidation(fp32_onnx, tiny_cache, trained_tiny, tmp_path):
-    from cfnsr.calibration import calibrate, select_clips
+    from cfnsr.export.calibrate import calibrate, select_clips
 
     split = load_checkpoint(trained_tiny)["split"]
     clips = select_clips(tiny_cache, split["train"], 8, forbidden_actors=split["val"] + split["test"])
@@ -206,7 +206,7 @@ def test_calibration_cache_reuse_and_invalidation(fp32_onnx, tiny_cache, trained
 
 
 def test_calibration_never_uses_evaluation_actors(tiny_cache, trained_tiny):
-    from cfnsr.calibration import select_clips
+    from cfnsr.export.calibrate import select_clips
 
     split = load_checkpoint(trained_tiny)["split"]
     clips = select_clips(tiny_cache, split["train"], 1000, forbidden_actors=split["val"] + split["test"])

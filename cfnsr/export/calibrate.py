@@ -3,7 +3,8 @@
 * Clips are drawn from the checkpoint's *training* actors only (never its validation or test actors), stratified
   over emotion x actor so every cell is represented before any repeats.
 * ``RavdessCalibrationReader`` is an ONNX Runtime ``CalibrationDataReader`` (the interface ORT's and other
-  quantizers take).
+  quantizers take), registered as one when ONNX Runtime is first needed: importing this module imports no ONNX
+  Runtime.
 * Ranges come from ONNX Runtime's calibrators (minmax, entropy, percentile), fed one clip at a time: their
   collectors merge as they go, so memory stays at one clip's activations (a paper-size clip is ~1.3 GB) instead of
   growing with the number of clips.
@@ -28,8 +29,8 @@ import numpy as np
 from ..data.cache import FeatureCache, clips_hash
 from ..data.features import to_model_inputs
 from ..errors import CfnsrError, DataError
-from ..export.formats import check_choice
 from ..fileio import write_json
+from .formats import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,7 @@ def clip_list_hash(clips: list[dict]) -> str:
     return clips_hash(clips)
 
 
-def _reader_base():
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return CalibrationDataReader
-
-
-class RavdessCalibrationReader(_reader_base()):
+class RavdessCalibrationReader:
     """Feeds ``{"video": (1,3,T,H,W), "audio": (1,13,212)}`` per clip; ``set_range`` selects a slice (ORT's
     strided calibration calls it), ``rewind`` starts over."""
 
@@ -88,6 +83,15 @@ class RavdessCalibrationReader(_reader_base()):
 
     def rewind(self) -> None:
         self.pos = self.start
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
 
     def get_next(self):
         if self.pos >= self.end:
@@ -125,8 +129,11 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
     ``entropy_bins``: histogram bins for the KL-divergence search (TensorRT uses 2048; ORT's search costs time
     linear in the bins per tensor, about 2 s per tensor at 2048 on this CPU, so 512 is the default here).
     """
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
+
+    CalibrationDataReader.register(RavdessCalibrationReader)
 
     check_choice("calib_method", method)
     extra = {"symmetric": True}

@@ -1,5 +1,5 @@
-"""The export's accuracy gate: ``cfnsr.engines.accuracy`` (the comparison every artifact gets), plus for a failed
-int8 export the layers where the int8 graph departs from fp32 first and a narrower scope to try.
+"""Where a failed int8 export departs from fp32 first, and a narrower scope to try (the gate itself, the comparison
+every artifact gets, is ``cfnsr.engines.accuracy``).
 
 ``first_divergence`` compares intermediate tensors of the fp32 and int8 graphs (ONNX Runtime's qdq_loss_debug) and
 names the layers where the error appears first.
