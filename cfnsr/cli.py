@@ -256,7 +256,8 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
     """Train CFN-SR on a feature cache. Run under `torchrun --nproc_per_node N` for several GPUs (or CPU processes)."""
     from .data.cache import FeatureCache
     from .model import get_config, load_model
-    from .train.trainer import TrainConfig, init_distributed, start_run, train_fold
+    from .train.distributed import init_distributed
+    from .train.trainer import TrainConfig, start_run, train_fold
 
     if resume and force:
         raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")

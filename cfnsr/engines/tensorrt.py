@@ -23,6 +23,7 @@ import numpy as np
 from ..artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path  # noqa: F401  (the runtime's view of them)
 from ..errors import ArtifactError, CfnsrError
 from ..lazy import cuda_available, require
+from ..lazy import gpu_identity as lazy_gpu_identity
 from .base import Runner, TensorSpec, spec_from_metadata
 
 
@@ -38,11 +39,9 @@ def _cudart():
 
 def gpu_identity() -> dict:
     """Name and compute capability of GPU 0: from torch when it has CUDA, else from the CUDA runtime directly."""
-    if cuda_available():
-        import torch
-
-        major, minor = torch.cuda.get_device_capability(0)
-        return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    seen = lazy_gpu_identity()
+    if seen:
+        return {"gpu": seen["gpu"], "compute_capability": seen["compute_capability"]}
     rt = _cudart()
     major, minor = ctypes.c_int(), ctypes.c_int()
     # cudaDevAttrComputeCapabilityMajor = 75, ...Minor = 76 (stable since CUDA 5)

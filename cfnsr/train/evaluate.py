@@ -13,7 +13,7 @@ from ..errors import CfnsrError
 from ..metrics import classification_metrics
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from ..reports import write_metrics_report
-from .trainer import predict
+from .scoring import predict
 
 MSAF_NOTE = ("MSAF protocol: the epoch was chosen on these same held-out actors, as the published 74.86% / 75.76% "
              "were; comparable to the papers, but optimistic.")
