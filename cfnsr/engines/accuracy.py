@@ -133,20 +133,23 @@ def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None,
     return video, audio, labels
 
 
-def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A media artifact's inputs for the same clips: the cached uint8 face crops, and the PCM window of each clip's
-    raw audio (decoded and resampled as preprocessing did)."""
+def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) -> dict[str, np.ndarray]:
+    """A media artifact's inputs for the same clips, by name: ``frames``, the cached uint8 face crops, and ``pcm``,
+    the PCM window of each clip's raw audio (decoded and resampled as preprocessing did)."""
     from ..data.features import audio_segment, read_audio
 
     clips = held_out_clips(cache, split, limit)
     frames = np.stack([np.asarray(cache.frames(c["stem"])) for c in clips])
     pcm = np.stack([audio_segment(read_audio(cache.source(c), cache.spec.sample_rate), cache.spec)[0] for c in clips])
-    return frames, pcm
+    return {"frames": frames, "pcm": pcm}
 
 
-def batched(fn, video, audio, batch: int = 8) -> np.ndarray:
-    """``fn`` over the clips in batches, concatenated."""
-    return np.concatenate([fn(video[i:i + batch], audio[i:i + batch]) for i in range(0, len(video), batch)])
+def batched(fn, *arrays, batch: int = 8, **named) -> np.ndarray:
+    """``fn`` over the clips in batches, concatenated: every array (positional, or named as the artifact names its
+    inputs) is cut along its first axis and passed on the same way."""
+    n = len((arrays or tuple(named.values()))[0])
+    return np.concatenate([fn(*(a[i:i + batch] for a in arrays), **{k: a[i:i + batch] for k, a in named.items()})
+                           for i in range(0, n, batch)])
 
 
 def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None, precision: str,

@@ -56,9 +56,11 @@ def expand_inputs(items) -> list[Path]:
     return unique
 
 
-def _save_inputs(folder: Path, arrays) -> None:
+def _save_inputs(folder: Path, inputs: dict) -> None:
+    """The model's two inputs as ``video.npy`` and ``audio.npy``, in the artifact's input order (a media artifact's
+    crops and PCM too): the files ``cfnsr_infer --video --audio`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(("video.npy", "audio.npy"), arrays):
+    for name, arr in zip(("video.npy", "audio.npy"), inputs.values()):
         with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr))
 

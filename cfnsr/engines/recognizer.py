@@ -32,7 +32,7 @@ from ..data.features import (
 from ..data.spec import PreprocessSpec
 from ..errors import ArtifactError, DataError
 from . import device_options, load
-from .base import InputError, input_kind
+from .base import InputError
 
 STAGES = ("decode", "detection", "crop", "resample", "features", "model")
 
@@ -69,7 +69,7 @@ class Recognizer:
             self.close()
             raise ArtifactError(f"{artifact} records no preprocessing spec (cfnsr.preprocess); re-export it")
         self.spec = PreprocessSpec.from_dict(self.runner.preprocess)
-        self.kind = input_kind(self.runner.metadata) if self.runner.backend != "torch" else "features"
+        self.kind = self.runner.kind
         self.labels = self.runner.labels
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -160,15 +160,15 @@ class Recognizer:
         t = time.perf_counter()
         if self.kind == "media":
             pcm, padded = audio_segment(audio, self.spec)
-            inputs = (crops[None], pcm[None])
+            inputs = {"frames": crops[None], "pcm": pcm[None]}
         else:
             mfcc, padded = mfcc_features(audio, self.spec)
             video, audio_in = to_model_inputs(crops, mfcc, self.spec)
-            inputs = (video[None], audio_in[None])
+            inputs = {"video": video[None], "audio": audio_in[None]}
         timings["features"] = (time.perf_counter() - t) * 1e3
-        self.last_inputs = inputs  # what the model was given (cfnsr predict --save-inputs writes them)
+        self.last_inputs = inputs  # what the model was given, by name (cfnsr predict --save-inputs writes them)
         t = time.perf_counter()
-        logits = self.runner(*inputs)[0].astype(np.float64)
+        logits = self.runner(**inputs)[0].astype(np.float64)
         timings["model"] = (time.perf_counter() - t) * 1e3
         if not np.isfinite(logits).all():
             raise ArtifactError(f"{self.artifact} returned non-finite logits ({logits.tolist()}): the model is broken")

@@ -12,7 +12,6 @@ from ..model.checkpoint import load_checkpoint
 from ..model.config import ModelConfig
 from . import device_options, load
 from .accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays, held_out_media
-from .base import input_kind
 
 
 def validate(artifact: str | Path, reference: str | Path, data: str | Path, backend: str | None = None,
@@ -33,12 +32,12 @@ def validate(artifact: str | Path, reference: str | Path, data: str | Path, back
                                 f"{sha256_file(reference)[:12]}...)")
         precision = precision or runner.metadata.get("precision") or "fp32"
         video, audio, labels = held_out_arrays(cache, split, clips, log)
-        expected = ref(video[:1], audio[:1]).shape
-        got_ref = batched(ref, video, audio)
-        if input_kind(runner.metadata) == "media":  # the same clips as crops + PCM: the front end is checked too
-            got = batched(runner, *held_out_media(cache, split, clips))
+        expected = ref(video=video[:1], audio=audio[:1]).shape
+        got_ref = batched(ref, video=video, audio=audio)
+        if runner.kind == "media":  # the same clips as crops + PCM: the front end is checked too
+            got = batched(runner, **held_out_media(cache, split, clips))
         else:
-            got = batched(runner, video, audio)
+            got = batched(runner, video=video, audio=audio)
         if got.shape[1:] != expected[1:]:
             raise ArtifactError(f"{artifact} returns logits of shape {got.shape[1:]}, expected {expected[1:]}")
     result = compare(got_ref, got, labels, precision, thresholds)

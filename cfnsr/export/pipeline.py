@@ -9,7 +9,6 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 
 from __future__ import annotations
 
-import functools
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from ..artifact import base_metadata
+from ..artifact import base_metadata, input_names
 from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
@@ -244,9 +243,10 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     art_path = job.tmp / "artifact.pt2"
     job.log(f"compiling {model.config.name} with AOTInductor for {opts.device} (batch 1..{opts.max_batch}); "
             "this takes a minute or more ...")
-    meta = {**base_metadata(package_input_spec(model), "fp32", job.preprocess or {}, job.source_sha),
-            "input_kind": opts.inputs}
-    compile_package(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
+    example = _example(model, opts.inputs)
+    meta = {**base_metadata(package_input_spec(example, model.config.num_classes), "fp32", job.preprocess or {},
+                            job.source_sha), "input_kind": opts.inputs}
+    compile_package(model, art_path, meta, example, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
     job.report.update(device=opts.device, max_batch=opts.max_batch)
     if opts.inputs == "media":  # parity with the torch model on seeded media inputs (the cache holds no PCM)
@@ -255,7 +255,8 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     if opts.device == "cuda":
         from .pt2 import run_isolated
 
-        infer = functools.partial(run_isolated, art_path)
+        def infer(**inputs):
+            return run_isolated(art_path, inputs)
     else:
         infer = _in_batches(AotiRunner(art_path), opts.max_batch)
     return art_path, _gate(job, infer, art_path, None)
@@ -298,26 +299,39 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
 def _in_batches(runner, max_batch: int = 8):
     """All clips through ``runner``, batch by batch (at most ``max_batch``: a package's limit), the runner open only
     meanwhile."""
-    def infer(video, audio):
+    def infer(**inputs):
         with runner:
-            return batched(runner, video, audio, batch=min(8, max_batch))
+            return batched(runner, batch=min(8, max_batch), **inputs)
 
     return infer
 
 
+def _example(model, kind: str, batch: int = 2) -> dict:
+    """Seeded example inputs of ``model`` by name, for an artifact of ``kind`` (what a package is traced on)."""
+    if kind == "media":
+        from .frontend import media_example_inputs
+
+        arrays = media_example_inputs(model.frontend.spec, batch)
+    else:
+        from ..model.summary import example_inputs
+
+        arrays = example_inputs(model.config, batch=batch, generator=torch.Generator().manual_seed(0))
+    return dict(zip(input_names(kind), arrays))
+
+
 def _media_package_gate(job: ExportJob, model, art_path: Path) -> GateResult:
     from ..engines.runners import AotiRunner
-    from .frontend import media_example_inputs
 
-    frames, pcm = media_example_inputs(model.frontend.spec, 4)
+    example = _example(model, "media", 4)
     with torch.no_grad():
-        ref = model(frames, pcm).numpy()
+        ref = model(**example).numpy()
+    inputs = {k: v.numpy() for k, v in example.items()}
     if job.opts.device == "cuda":
         from .pt2 import run_isolated
 
-        got = run_isolated(art_path, frames.numpy(), pcm.numpy())
+        got = run_isolated(art_path, inputs)
     else:
-        got = _in_batches(AotiRunner(art_path), job.opts.max_batch)(frames.numpy(), pcm.numpy())
+        got = _in_batches(AotiRunner(art_path), job.opts.max_batch)(**inputs)
     job.log("media package: parity with the torch model on 4 seeded media inputs")
     result = compare(ref, got, None, "fp32", job.opts.thresholds)
     job.log(result.summary())
@@ -338,7 +352,7 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
         ref = batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    got = infer(video, audio)
+    got = infer(video=video, audio=audio)
     result = compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8" and fp32_path is not None:
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")

@@ -81,6 +81,23 @@ def test_inputs_are_checked_with_clear_messages(fp32_onnx):
             r(video, audio[:1])
 
 
+def test_inputs_are_named_as_the_artifact_names_them(fp32_onnx):
+    from cfnsr.artifact import input_kind
+    from cfnsr.errors import ArtifactError
+
+    video, audio = _inputs(2)
+    with load(fp32_onnx.path) as r:
+        assert r.kind == "features"
+        np.testing.assert_array_equal(r(audio=audio, video=video), r(video, audio))
+        with pytest.raises(InputError, match="takes inputs video, audio; unknown: frames; missing: video"):
+            r(frames=video, audio=audio)
+        with pytest.raises(InputError, match="'video' given twice"):
+            r(video, video=video, audio=audio)
+    assert input_kind({}) == "features" and input_kind({"input_kind": "media"}) == "media"
+    with pytest.raises(ArtifactError, match="m.onnx: input kind 'stream'"):
+        input_kind({"input_kind": "stream"}, "m.onnx")
+
+
 def test_corrupt_and_misnamed_artifacts(tmp_path, fp32_onnx, trained_tiny):
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(fp32_onnx.path.read_bytes()[:5000])
