@@ -331,13 +331,13 @@ class FeatureCache:
                             "values (NaN/Inf): preprocess it again")
         return a
 
-    def check_checkpoint(self, model_config, preprocess: dict | None) -> None:
+    def check_checkpoint(self, model_config, preprocess: PreprocessSpec | None) -> None:
         """Refuse a cache that does not fit a checkpoint: other shapes, or another preprocessing than it was trained
         with (export and validate both ask this)."""
         self.check_model(model_config)
-        if preprocess and self.spec.to_dict() != preprocess:
+        if preprocess is not None and self.spec != preprocess:
             raise DataError(f"the cache {self.root} was preprocessed differently from the checkpoint's training data "
-                            f"(cache {self.spec.to_json()}, checkpoint {json.dumps(preprocess, sort_keys=True)})")
+                            f"(cache {self.spec.to_json()}, checkpoint {preprocess.to_json()})")
 
     def source(self, entry: dict) -> Path:
         """The raw clip a cache entry was made from (a media artifact's PCM is decoded from it)."""

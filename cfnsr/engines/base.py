@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import input_kind, input_names
+from ..data.spec import PreprocessSpec
 from ..errors import ArtifactError, CfnsrError
 
 
@@ -39,6 +40,7 @@ class Runner:
         self.path = Path(path)
         self.active = False
         self.metadata: dict = {}
+        self.spec: PreprocessSpec | None = None  # the artifact's cfnsr.preprocess, parsed once active
         self.input_spec: tuple[TensorSpec, ...] | None = None
         self.last_device_ms: float | None = None  # GPU time of the last call, where the backend measures it
         self.device = "cpu"  # where the model runs once active: "cpu" or "cuda"
@@ -47,6 +49,11 @@ class Runner:
     def activate(self) -> "Runner":
         if not self.active:
             self._activate()
+            try:  # a malformed cfnsr.preprocess fails here, naming the file, not later in whoever reads it
+                self.spec = preprocess_spec(self.metadata.get("preprocess"), self.path)
+            except Exception:
+                self._deactivate()
+                raise
             self.active = True
         return self
 
@@ -150,3 +157,13 @@ def spec_from_metadata(metadata: dict, source: str = "the artifact") -> tuple[Te
         out.append(TensorSpec(name, tuple(d if isinstance(d, int) and d > 0 else None for d in i["shape"]),
                               i.get("dtype", "float32")))
     return tuple(out)
+
+
+def preprocess_spec(entry: dict | None, source) -> PreprocessSpec | None:
+    """The PreprocessSpec of an artifact's ``cfnsr.preprocess`` entry (None when it records none)."""
+    if not entry:
+        return None
+    try:
+        return PreprocessSpec.from_dict(entry)
+    except (TypeError, ValueError, AttributeError, CfnsrError) as e:
+        raise ArtifactError(f"{source}: its cfnsr.preprocess entry is not a valid preprocessing spec ({e})") from e

@@ -29,7 +29,6 @@ from ..data.features import (
     resample,
     to_model_inputs,
 )
-from ..data.spec import PreprocessSpec
 from ..errors import ArtifactError, DataError
 from . import device_options, load
 from .base import InputError
@@ -65,10 +64,10 @@ class Recognizer:
         self.allow_center_crop = allow_center_crop
         self.runner = load(self.artifact, backend, **device_options(self.artifact, backend, device), **options)
         self.runner.activate()
-        if not self.runner.preprocess:
+        if self.runner.spec is None:
             self.close()
             raise ArtifactError(f"{artifact} records no preprocessing spec (cfnsr.preprocess); re-export it")
-        self.spec = PreprocessSpec.from_dict(self.runner.preprocess)
+        self.spec = self.runner.spec
         self.kind = self.runner.kind
         self.labels = self.runner.labels
 

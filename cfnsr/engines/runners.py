@@ -15,24 +15,29 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, path, device: str = "cpu", threads: int | None = None):
-        super().__init__(path)
-        self.device, self.threads = device, threads
+        """``path``: a checkpoint file, or a ``Checkpoint`` already loaded (validate's reference)."""
+        from ..model.checkpoint import Checkpoint
+
+        checkpoint = path if isinstance(path, Checkpoint) else None
+        super().__init__(checkpoint.path if checkpoint is not None else path)
+        self.checkpoint, self.device, self.threads = checkpoint, device, threads
 
     def _activate(self) -> None:
         import torch
 
         from ..artifact import EMOTIONS
-        from ..model.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..model.checkpoint import Checkpoint
 
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.device.startswith("cuda") and not cuda_available():
             raise CfnsrError(f"--device {self.device}: torch {torch.__version__} sees no CUDA GPU "
                              f"({'a CPU-only build' if torch.version.cuda is None else 'no device visible'})")
-        ckpt = load_checkpoint(self.path)
-        self.model = model_from_checkpoint(ckpt, str(self.path)).to(self.device)
+        ckpt = self.checkpoint or Checkpoint.load(self.path)
+        self.model = ckpt.model().to(self.device)
         cfg = self.model.config
-        self.metadata = {"precision": "fp32", "labels": list(EMOTIONS), "preprocess": ckpt.get("preprocess"),
+        self.metadata = {"precision": "fp32", "labels": list(EMOTIONS),
+                         "preprocess": ckpt.preprocess.to_dict() if ckpt.preprocess else None,
                          "model_config": cfg.to_dict()}
         self.input_spec = (TensorSpec("video", (None, 3, cfg.frames, cfg.image_size, cfg.image_size)),
                            TensorSpec("audio", (None, cfg.mfcc_bins, cfg.mfcc_frames)))

@@ -20,12 +20,11 @@ import torch
 
 from ..artifact import base_metadata, input_names
 from ..data.cache import FeatureCache
-from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 from ..errors import CfnsrError
 from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
 from ..lazy import require
-from ..model.checkpoint import load_checkpoint, model_from_checkpoint
+from ..model.checkpoint import Checkpoint
 from ..reports import write_export_report
 from . import divergence, readiness
 from . import fp16 as fp16_mod
@@ -78,17 +77,19 @@ def failed_name(path: Path) -> Path:
 class ExportJob:
     """Everything one export works on, gathered and checked once by ``export``."""
 
-    checkpoint: Path
+    ckpt: Checkpoint  # its preprocessing, split and sha256 travel with it
     model: object  # the CFN-SR network, eval mode, CPU
     out: Path
-    preprocess: dict | None
-    source_sha: str
     cache: FeatureCache | None
-    split: Split | None
     opts: ExportOptions
     tmp: Path  # a private folder for intermediate files
     log: Callable
     report: dict = field(default_factory=dict)
+
+    @property
+    def preprocess(self) -> dict:
+        """The checkpoint's PreprocessSpec as the artifact's ``cfnsr.preprocess`` entry ({} when it records none)."""
+        return self.ckpt.preprocess.to_dict() if self.ckpt.preprocess else {}
 
 
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
@@ -99,8 +100,8 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     check_options(fmt, opts)
     if fmt.name == "onnx":
         require("onnxruntime", purpose="exporting ONNX (fp16 conversion, int8 quantization and the accuracy gate)")
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, str(checkpoint))
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model()
     out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision, fmt.suffix)
     if out.suffix != fmt.suffix:
         raise CfnsrError(f"output {out} must end in {fmt.suffix}"
@@ -108,21 +109,18 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     check_writable(out, opts.force)
     check_writable(failed_name(out), True)
     probe_writable(out)
-    split = Split.of_checkpoint(ckpt)
-    preprocess = ckpt.get("preprocess")
     cache = FeatureCache.open(opts.data) if opts.data else None
     if cache is not None:
-        cache.check_checkpoint(model.config, preprocess)
-    if opts.inputs == "media" and not preprocess:
+        cache.check_checkpoint(model.config, ckpt.preprocess)
+    if opts.inputs == "media" and ckpt.preprocess is None:
         raise CfnsrError("--inputs media builds the checkpoint's preprocessing into the graph, and this checkpoint "
                          "records none (re-train with `cfnsr train`, or export --inputs features)")
     if opts.precision == "int8" and cache is None:
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
-    source_sha = sha256_file(checkpoint)
     with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
-        job = ExportJob(checkpoint, model, out, preprocess, source_sha, cache, split, opts, Path(tmp), log,
-                        {"checkpoint": str(checkpoint), "checkpoint_sha256": source_sha, "precision": opts.precision,
+        job = ExportJob(ckpt, model, out, cache, opts, Path(tmp), log,
+                        {"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256, "precision": opts.precision,
                          "model_config": model.config.name, "format": fmt.name})
         art_path, gate = ROUTES[fmt.route](job)
         result = _finish(job, art_path, gate)
@@ -166,7 +164,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     """fp32 ONNX (opset 18), then fp16 or int8 in the graph, metadata, the TensorRT readiness check, the gate."""
     opts = job.opts
     fp32_path = job.tmp / "model.fp32.onnx"
-    job.log(f"exporting {job.checkpoint} ({job.model.config.name}) to ONNX opset 18 ...")
+    job.log(f"exporting {job.ckpt.path} ({job.model.config.name}) to ONNX opset 18 ...")
     graph = export_fp32(job.model, fp32_path)
     calibration = None
     if opts.precision == "fp16":
@@ -174,7 +172,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     elif opts.precision == "int8":
         graph, calibration = _int8(graph, fp32_path, job)
         job.report["calibration"] = calibration
-    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess or {}, job.source_sha),
+    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess, job.ckpt.sha256),
             "input_kind": "features"}
     if calibration is not None:
         meta["calibration"] = {k: calibration[k] for k in ("method", "clips", "clip_list_sha256", "actors",
@@ -203,10 +201,9 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
 
 def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_path: Path) -> Path:
     """--inputs media: the gated network behind the in-graph front end; checked statically and for parity."""
-    from ..data.spec import PreprocessSpec
     from .frontend import compose_media, export_frontend_onnx, media_parity
 
-    spec = PreprocessSpec.from_dict(job.preprocess)
+    spec = job.ckpt.preprocess
     opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     job.log("adding the media front end (uint8 face crops + PCM in; MFCC and normalisation in the graph, fp32) ...")
     media = compose_media(graph, spec)
@@ -236,16 +233,15 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
 
     opts, model = job.opts, job.model
     if opts.inputs == "media":
-        from ..data.spec import PreprocessSpec
         from .frontend import MediaModel
 
-        model = MediaModel(model, PreprocessSpec.from_dict(job.preprocess)).eval()
+        model = MediaModel(model, job.ckpt.preprocess).eval()
     art_path = job.tmp / "artifact.pt2"
     job.log(f"compiling {model.config.name} with AOTInductor for {opts.device} (batch 1..{opts.max_batch}); "
             "this takes a minute or more ...")
     example = _example(model, opts.inputs)
-    meta = {**base_metadata(package_input_spec(example, model.config.num_classes), "fp32", job.preprocess or {},
-                            job.source_sha), "input_kind": opts.inputs}
+    meta = {**base_metadata(package_input_spec(example, model.config.num_classes), "fp32", job.preprocess,
+                            job.ckpt.sha256), "input_kind": opts.inputs}
     compile_package(model, art_path, meta, example, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
     job.report.update(device=opts.device, max_batch=opts.max_batch)
@@ -278,7 +274,7 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
     """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
     from . import calibrate as calib
 
-    cache, split, opts, log = job.cache, job.split, job.opts, job.log
+    cache, split, opts, log = job.cache, job.ckpt.split, job.opts, job.log
     if split is None:
         raise CfnsrError("the checkpoint records no split, so its training actors are unknown: int8 calibration "
                          "must not see evaluation actors (re-train with `cfnsr train`, or export fp32/fp16)")
@@ -286,7 +282,7 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
                                forbidden_actors=split.evaluation_actors)
     log(f"calibrating on {len(clips)} clips of training actors {sorted({c['actor'] for c in clips})} "
         f"({opts.calib_method}) ...")
-    ranges, info = calib.calibrate(fp32_path, job.source_sha, cache, clips, opts.calib_method,
+    ranges, info = calib.calibrate(fp32_path, job.ckpt.sha256, cache, clips, opts.calib_method,
                                    job.out.parent / "calibration-cache", progress=opts.progress,
                                    entropy_bins=opts.entropy_bins)
     log("calibration cache " + ("reused: " if info["cache_hit"] else "written: ") + info["cache_file"])
@@ -342,7 +338,7 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
     """``infer(video, audio) -> logits`` of the artifact at ``art_path`` against the checkpoint's logits."""
     opts, model, log = job.opts, job.model, job.log
     if job.cache is not None:
-        video, audio, labels = held_out_arrays(job.cache, job.split, opts.gate_clips, log)
+        video, audio, labels = held_out_arrays(job.cache, job.ckpt.split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
         log("no --calib-data given: the gate compares logits on 8 random inputs (pass a cache for accuracy)")
         g = torch.Generator().manual_seed(0)

@@ -12,6 +12,7 @@ _LAZY = {
     "ModelConfig": "config",
     "get_config": "config",
     "list_configs": "config",
+    "Checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_model": "checkpoint",
     "save_checkpoint": "checkpoint",

@@ -98,6 +98,22 @@ def test_inputs_are_named_as_the_artifact_names_them(fp32_onnx):
         input_kind({"input_kind": "stream"}, "m.onnx")
 
 
+def test_a_malformed_preprocess_entry_fails_where_the_artifact_is_opened(fp32_onnx, tmp_path):
+    import onnx
+
+    from cfnsr.engines.recognizer import Recognizer
+    from cfnsr.errors import ArtifactError
+    from cfnsr.export.onnx_graph import set_metadata
+
+    graph = onnx.load(str(fp32_onnx.path))
+    set_metadata(graph, preprocess={"frames": 20, "hop_length": -1})
+    bad = tmp_path / "bad.onnx"
+    onnx.save(graph, str(bad))
+    for open_it in (lambda: load(bad).activate(), lambda: Recognizer(bad, device="cpu")):
+        with pytest.raises(ArtifactError, match="bad.onnx: its cfnsr.preprocess entry is not a valid"):
+            open_it()
+
+
 def test_corrupt_and_misnamed_artifacts(tmp_path, fp32_onnx, trained_tiny):
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(fp32_onnx.path.read_bytes()[:5000])
