@@ -25,12 +25,13 @@ from ..errors import CfnsrError
 from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
 from ..lazy import require
 from ..model.checkpoint import Checkpoint
-from ..reports import write_export_report
 from . import divergence, readiness
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
 from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
 from .onnx_graph import export_fp32, input_spec, set_metadata
+from .readiness import Readiness
+from .report import ExportReport
 
 
 @dataclass
@@ -59,7 +60,7 @@ class ExportOptions:
 class ExportResult:
     path: Path
     passed: bool
-    report: dict
+    report: dict  # the export report as written to NAME.report.json (ExportReport.to_dict())
     engine: Path | None = None
 
 
@@ -84,7 +85,7 @@ class ExportJob:
     opts: ExportOptions
     tmp: Path  # a private folder for intermediate files
     log: Callable
-    report: dict = field(default_factory=dict)
+    report: ExportReport
 
     @property
     def preprocess(self) -> dict:
@@ -119,9 +120,8 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
     with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
-        job = ExportJob(ckpt, model, out, cache, opts, Path(tmp), log,
-                        {"checkpoint": str(checkpoint), "checkpoint_sha256": ckpt.sha256, "precision": opts.precision,
-                         "model_config": model.config.name, "format": fmt.name})
+        report = ExportReport(str(checkpoint), ckpt.sha256, opts.precision, model.config.name, fmt.name)
+        job = ExportJob(ckpt, model, out, cache, opts, Path(tmp), log, report)
         art_path, gate = ROUTES[fmt.route](job)
         result = _finish(job, art_path, gate)
     if result.passed and "engine" in formats:
@@ -171,7 +171,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
         graph = fp16_mod.to_fp16(graph)
     elif opts.precision == "int8":
         graph, calibration = _int8(graph, fp32_path, job)
-        job.report["calibration"] = calibration
+        job.report.calibration = calibration
     meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess, job.ckpt.sha256),
             "input_kind": "features"}
     if calibration is not None:
@@ -185,8 +185,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     if calibration is not None:  # the placement knows why each layer stayed in high precision
         ready.high_precision.update({k: v for k, v in calibration["high_precision_nodes"].items()
                                      if k in ready.high_precision})
-    job.report["tensorrt_readiness"] = {"ok": ready.ok, "problems": ready.problems,
-                                        "high_precision_layers": ready.high_precision}
+    job.report.tensorrt_readiness = ready
     if not ready.ok and opts.check_trt:
         raise CfnsrError(f"the exported graph is {ready} (pass --no-trt-check to write it anyway)")
 
@@ -211,13 +210,12 @@ def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_
     path = job.tmp / "artifact.media.onnx"
     onnx.save(media, str(path))
     ready = readiness.check(media)
-    job.report["tensorrt_readiness"].update(ok=ready.ok, problems=ready.problems)
+    # the media graph's problems; the layers kept in high precision are the gated network's
+    job.report.tensorrt_readiness = Readiness(ready.problems, job.report.tensorrt_readiness.high_precision)
     if not ready.ok and job.opts.check_trt:
         raise CfnsrError(f"the media graph is {ready} (pass --no-trt-check to write it anyway)")
     diff = media_parity(path, export_frontend_onnx(spec, opset), features_path, spec)
-    job.report["media"] = {"inputs": "frames uint8 (B,T,S,S,3) + pcm float32 (B,N)", "composition_max_abs_logit": diff,
-                           "note": "the gate ran on the network with the cache's features; the front end's MFCC "
-                                   "matches librosa's within 1e-3 (tests/export/test_frontend.py)"}
+    job.report.media_parity = diff
     if not diff <= 1e-3:
         raise CfnsrError(f"the media graph departs from the gated network by {diff:.3g} in the logits")
     job.log(f"media front end added: composition parity {diff:.2g}")
@@ -244,7 +242,7 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
                             job.ckpt.sha256), "input_kind": opts.inputs}
     compile_package(model, art_path, meta, example, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
-    job.report.update(device=opts.device, max_batch=opts.max_batch)
+    job.report.device, job.report.max_batch = opts.device, opts.max_batch
     if opts.inputs == "media":  # parity with the torch model on seeded media inputs (the cache holds no PCM)
         return art_path, _media_package_gate(job, model, art_path)
     # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
@@ -261,13 +259,14 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
 def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:
     """The one ending of every route: the artifact written atomically (as NAME.FAILED.* when the gate failed, and
     then exiting non-zero), its sha256 and size, and the reports beside it."""
-    job.report["gate"] = gate.to_dict()
+    report = job.report
+    report.gate = gate
     final = job.out if gate.passed else failed_name(job.out)
     with atomic_path(final, force=True if not gate.passed else job.opts.force) as dst:
         shutil.copyfile(art_path, dst)
-    job.report.update(output=str(final), size_bytes=final.stat().st_size, sha256=sha256_file(final))
-    write_export_report(final, job.report, report_path(final, ""))
-    return ExportResult(final, gate.passed, job.report)
+    report.output, report.size_bytes, report.sha256 = str(final), final.stat().st_size, sha256_file(final)
+    report.write(final, report_path(final, ""))
+    return ExportResult(final, gate.passed, report.to_dict())
 
 
 def _int8(graph, fp32_path: Path, job: ExportJob):
