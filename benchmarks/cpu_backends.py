@@ -97,8 +97,8 @@ def main() -> None:
             label = f"int8 {scope}" + (f" ({placement})" if len(a.placements.split(",")) > 1 else "")
             artifacts += [(f"onnxruntime {label}", path, "onnxruntime", {}), *ov_rows(label, path)]
 
-    held = [c for c in cache.clips if c["actor"] == 2][:: max(1, 60 // a.agree_clips)][: a.agree_clips]
-    inputs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), spec) for c in held]
+    held = [c for c in cache.clips if c.actor == 2][:: max(1, 60 // a.agree_clips)][: a.agree_clips]
+    inputs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), spec) for c in held]
     rows, ref_pred = [], None
     for label, path, backend, options in artifacts:
         with load(path, backend, threads=a.threads, **options) as r:

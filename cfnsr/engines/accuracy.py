@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from ..data.cache import FeatureCache
+from ..data.cache import ClipEntry, FeatureCache
 from ..data.features import to_model_inputs
 from ..data.splits import Split
 from ..errors import ArtifactError, CfnsrError, DataError
@@ -110,7 +110,7 @@ class GateResult:
         return head
 
 
-def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) -> list[dict]:
+def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) -> list[ClipEntry]:
     """The checkpoint's evaluation (test) actors' clips (the whole cache without a split), ``limit`` spread evenly."""
     actors = split.test if split else None
     clips = cache.select(actors)
@@ -124,11 +124,11 @@ def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) 
 def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None, log):
     """Model inputs (video, MFCC features) and labels of the held-out clips (``held_out_clips``)."""
     clips = held_out_clips(cache, split, limit)
-    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
+    pairs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), cache.spec) for c in clips]
     video = np.stack([v for v, _ in pairs])
     audio = np.stack([a for _, a in pairs])
-    labels = np.array([int(c["label"]) for c in clips])
-    actors = sorted({c["actor"] for c in clips})
+    labels = np.array([int(c.label) for c in clips])
+    actors = sorted({c.actor for c in clips})
     log(f"accuracy gate on {len(clips)} held-out clips of actors {actors}")
     return video, audio, labels
 
@@ -139,7 +139,7 @@ def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) 
     from ..data.features import audio_segment, read_audio
 
     clips = held_out_clips(cache, split, limit)
-    frames = np.stack([np.asarray(cache.frames(c["stem"])) for c in clips])
+    frames = np.stack([np.asarray(cache.frames(c.stem)) for c in clips])
     pcm = np.stack([audio_segment(read_audio(cache.source(c), cache.spec.sample_rate), cache.spec)[0] for c in clips])
     return {"frames": frames, "pcm": pcm}
 

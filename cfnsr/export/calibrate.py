@@ -44,14 +44,14 @@ def select_clips(cache: FeatureCache, train_actors, count: int, seed: int = 0,
         raise CfnsrError(f"calibration actors {sorted(leak)} are evaluation actors of this checkpoint")
     cells: dict[tuple, list] = defaultdict(list)
     for c in cache.select(train_actors):
-        cells[(c["label"], c["actor"])].append(c)
+        cells[(c.label, c.actor)].append(c)
     if not cells:
         raise DataError(f"the cache {cache.root} has no clips of the training actors {sorted(train_actors)}")
     rng = random.Random(seed)
     keys = sorted(cells)
     rng.shuffle(keys)
     for k in keys:
-        cells[k].sort(key=lambda c: c["stem"])
+        cells[k].sort(key=lambda c: c.stem)
         rng.shuffle(cells[k])
     chosen = []
     depth = 0
@@ -98,7 +98,7 @@ class RavdessCalibrationReader:
             return None
         c = self.clips[self.pos]
         self.pos += 1
-        video, audio = to_model_inputs(np.asarray(self.cache.frames(c["stem"])), self.cache.mfcc(c["stem"]),
+        video, audio = to_model_inputs(np.asarray(self.cache.frames(c.stem)), self.cache.mfcc(c.stem),
                                        self.cache.spec)
         return {"video": video[None], "audio": audio[None]}
 
@@ -186,7 +186,7 @@ def calibrate(model_path: str | Path, model_sha256: str, cache: FeatureCache, cl
     path = Path(cache_dir) / f"calib-{key[:16]}.json"
     info = {"method": method, "clips": len(clips), "clip_list_sha256": clip_list_hash(clips),
             "model_sha256": model_sha256, "cache_key": key, "cache_file": str(path),
-            "actors": sorted({c["actor"] for c in clips})}
+            "actors": sorted({c.actor for c in clips})}
     if method == "percentile":
         info["percentile"] = percentile
     if path.is_file():

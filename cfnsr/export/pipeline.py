@@ -279,7 +279,7 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
                          "must not see evaluation actors (re-train with `cfnsr train`, or export fp32/fp16)")
     clips = calib.select_clips(cache, split.train, opts.calib_clips, seed=opts.calib_seed,
                                forbidden_actors=split.evaluation_actors)
-    log(f"calibrating on {len(clips)} clips of training actors {sorted({c['actor'] for c in clips})} "
+    log(f"calibrating on {len(clips)} clips of training actors {sorted({c.actor for c in clips})} "
         f"({opts.calib_method}) ...")
     ranges, info = calib.calibrate(fp32_path, job.ckpt.sha256, cache, clips, opts.calib_method,
                                    job.out.parent / "calibration-cache", progress=opts.progress,

@@ -210,9 +210,9 @@ def test_calibration_never_uses_evaluation_actors(tiny_cache, trained_tiny):
 
     split = load_checkpoint(trained_tiny)["split"]
     clips = select_clips(tiny_cache, split["train"], 1000, forbidden_actors=split["val"] + split["test"])
-    assert {c["actor"] for c in clips} == set(split["train"]) and len(clips) == 240
+    assert {c.actor for c in clips} == set(split["train"]) and len(clips) == 240
     few = select_clips(tiny_cache, split["train"], 32)
-    cells = {(c["label"], c["actor"]) for c in few}
+    cells = {(c.label, c.actor) for c in few}
     assert len(cells) == 32  # stratified: every emotion x actor cell once before any repeats
     with pytest.raises(CfnsrError, match=r"calibration actors \[1\] are evaluation actors"):
         select_clips(tiny_cache, [1, 5], 8, forbidden_actors=[1, 2])
