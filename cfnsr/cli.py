@@ -209,10 +209,12 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
               help="Channel order the model sees; MSAF/CFN-SR checkpoints were trained on BGR.")
 @click.option("--song", is_flag=True, help="Also take the song clips (speech only by default).")
 @click.option("--no-detector", is_flag=True, help="Without a landmark file, centre-crop instead of detecting the face.")
+@click.option("--allow-center-crop", is_flag=True,
+              help="Use the frame centre of a clip where no face is found (such a clip is skipped by default).")
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Parallel processes.")
 @click.option("--force", is_flag=True, help="Write into a folder that holds something other than this cache.")
-def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers,
-               force) -> None:
+def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, allow_center_crop,
+               workers, force) -> None:
     """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
     from .data.cache import format_summary
     from .data.cache import preprocess as run
@@ -222,7 +224,7 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
     check_not_inputs([cache_dir], [raw_dir])
     spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
-                   log=click.echo, force=force)
+                   allow_center_crop=allow_center_crop, log=click.echo, force=force)
     click.echo(format_summary(manifest))
 # ------------------------------------------------------------------------------------------------ training
 @main.command()

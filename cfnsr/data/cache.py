@@ -72,7 +72,7 @@ class ClipEntry:
 
 def _process_job(args) -> dict:
     """Worker: one clip -> arrays on disk; returns its manifest row (a ClipEntry's dict) or its failure."""
-    clip, raw_dir, cache_dir, spec_dict, use_detector = args
+    clip, raw_dir, cache_dir, spec_dict, use_detector, allow_center_crop = args
     clip, raw_dir, cache_dir = Path(clip), Path(raw_dir), Path(cache_dir)
     spec = PreprocessSpec.from_dict(spec_dict)
     name = parse_name(clip)
@@ -81,7 +81,7 @@ def _process_job(args) -> dict:
 
         source_sha = sha256_file(clip)
         lm = find_landmarks(raw_dir, name)
-        feats = extract_clip(clip, spec, lm, use_detector=use_detector)
+        feats = extract_clip(clip, spec, lm, use_detector=use_detector, allow_center_crop=allow_center_crop)
         frames_sha = save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
         mfcc_sha = save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
     except DataError as e:
@@ -132,6 +132,7 @@ def preprocess(
     workers: int = 1,
     include_song: bool = False,
     use_detector: bool = True,
+    allow_center_crop: bool = False,
     limit: int | None = None,
     progress: bool = True,
     log=print,
@@ -139,6 +140,8 @@ def preprocess(
 ) -> dict:
     """Build (or continue) the feature cache of ``raw_dir`` in ``cache_dir``; returns the manifest.
 
+    The face of each clip is found by ``features.find_faces``: a clip where no face is found is reported and skipped,
+    unless ``allow_center_crop`` (or ``use_detector=False``) takes the centre of its frames.
     ``limit`` stops after that many new clips (used to test resuming). A folder that holds something else (files
     that are not a cfnsr cache, or the cache of another raw folder) is not written into without ``force``; a second
     preprocess into the same folder while one runs is refused.
@@ -150,7 +153,8 @@ def preprocess(
     _check_cache_folder(cache_dir, raw_dir, force)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _cache_lock(cache_dir):
-        return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log)
+        return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, (use_detector, allow_center_crop), limit,
+                                  progress, log)
 
 
 def _check_cache_folder(cache_dir: Path, raw_dir: Path, force: bool) -> None:
@@ -198,7 +202,7 @@ def _cache_lock(cache_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log) -> dict:
+def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, face_policy, limit, progress, log) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
@@ -238,7 +242,7 @@ def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, l
         f"the cache will take about {size_gb:.2f} GB in {cache_dir}")
     manifest_path.unlink(missing_ok=True)  # the cache is incomplete until the manifest is written again
     failures = {}
-    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), use_detector) for c in todo]
+    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), *face_policy) for c in todo]
     bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
     with open(progress_path, "a") as plog:
         def record(result: dict) -> None:
