@@ -150,17 +150,6 @@ class Checkpoint:
         return model.eval()
 
 
-def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> CFNSR:
-    """The network of a checkpoint dict already read (``load_checkpoint``)."""
-    try:
-        cfg = ModelConfig.from_dict(ckpt["model_config"])
-    except (KeyError, TypeError, ValueError, CfnsrError) as e:
-        raise CheckpointError(f"{source}: invalid model_config: {e}") from e
-    model = CFNSR(cfg)
-    load_state_dict_checked(model, ckpt["state_dict"], source)
-    return model.eval()
-
-
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CFNSR:
     """Return the eval-mode CFN-SR network stored in a cfnsr checkpoint (contract)."""
     return Checkpoint.load(path).model().to(map_location)
