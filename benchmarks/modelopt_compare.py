@@ -98,17 +98,17 @@ def main() -> None:
 
     import onnx
 
-    from cfnsr.calibration import calibrate, select_clips
+    from cfnsr.artifact import base_metadata
     from cfnsr.data.cache import FeatureCache
     from cfnsr.data.features import to_model_inputs
-    from cfnsr.data.splits import Split
     from cfnsr.engines import accuracy as gate_mod
     from cfnsr.engines.runners import OnnxRuntimeRunner, OpenVinoRunner
     from cfnsr.export import int8 as int8_mod
     from cfnsr.export import readiness
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+    from cfnsr.export.calibrate import calibrate, select_clips
+    from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
-    from cfnsr.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from cfnsr.model.checkpoint import Checkpoint
     from cfnsr.reports import markdown_table, plot_bars
 
     py = modelopt_python(a.venv)
@@ -117,10 +117,10 @@ def main() -> None:
     if trained_here:
         print(f"training cfn-sr-tiny on synthetic RAVDESS in {work} ...", flush=True)
         a.checkpoint, a.data = _trained(work)
-    ckpt = load_checkpoint(a.checkpoint)
-    model = model_from_checkpoint(ckpt, str(a.checkpoint))
+    ckpt = Checkpoint.load(a.checkpoint)
+    model = ckpt.model()
     cache = FeatureCache.open(a.data)
-    split = Split.from_dict(ckpt["split"])
+    split = ckpt.split
     fp32_path = work / "fp32.onnx"
     graph = export_fp32(model, fp32_path)
     tagged = onnx.load(str(fp32_path))  # a copy with cfnsr's metadata, for cfnsr's runners
@@ -129,7 +129,7 @@ def main() -> None:
 
     # The same calibration clips for both quantizers: training actors only, stratified (cfnsr's selection).
     clips = select_clips(cache, split.train, a.calib_clips, forbidden_actors=split.evaluation_actors)
-    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
+    pairs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), cache.spec) for c in clips]
     names = [i.name for i in graph.graph.input]
     np.savez(work / "calib.npz", **{names[0]: np.stack([v for v, _ in pairs]),
                                     names[1]: np.stack([x for _, x in pairs])})
@@ -166,7 +166,7 @@ def main() -> None:
         ready = readiness.check(m)
         lint = readiness.fusion_lint(m)
         with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"], threads=a.threads) as r:
-            logits[name] = gate_mod.batched(r, video, audio)
+            logits[name] = gate_mod.batched(r, video=video, audio=audio)
         ort_ms = _latency(lambda: OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"], threads=a.threads),
                           v1, a1, a.iters)
         ov_ms = _latency(lambda: OpenVinoRunner(path, threads=a.threads), v1, a1, a.iters)
@@ -186,7 +186,7 @@ def main() -> None:
                    openvino_speedup_vs_fp32=rows[0]["openvino_ms"] / row["openvino_ms"])
 
     a.out.mkdir(parents=True, exist_ok=True)
-    report = {"checkpoint": str(a.checkpoint), "trained_here": trained_here, "model": ckpt["model_config"]["name"],
+    report = {"checkpoint": str(a.checkpoint), "trained_here": trained_here, "model": ckpt.config.name,
               "held_out_clips": int(len(labels)), "calib_clips": len(clips), "threads": a.threads, "iters": a.iters,
               "modelopt": MODELOPT, "modelopt_command": cmd, "modelopt_seconds": modelopt_seconds,
               "cpu": _cpu(), "results": rows}

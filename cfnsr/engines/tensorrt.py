@@ -32,6 +32,7 @@ import numpy as np
 from ..artifact import read_sidecar
 from ..errors import ArtifactError, CfnsrError
 from ..lazy import cuda_available, require
+from ..lazy import gpu_identity as lazy_gpu_identity
 from .base import Runner, spec_from_metadata
 
 
@@ -56,10 +57,9 @@ def _cuda_torch():
 
 def gpu_identity() -> dict:
     """Name and compute capability of GPU 0: from torch when it has CUDA, else from the CUDA runtime directly."""
-    torch = _cuda_torch()
-    if torch is not None:
-        major, minor = torch.cuda.get_device_capability(0)
-        return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    seen = lazy_gpu_identity()
+    if seen:
+        return {"gpu": seen["gpu"], "compute_capability": seen["compute_capability"]}
     rt = _cudart()
     major, minor = ctypes.c_int(), ctypes.c_int()
     # cudaDevAttrComputeCapabilityMajor = 75, ...Minor = 76 (stable since CUDA 5)
@@ -140,7 +140,7 @@ class TensorRTRunner(Runner):
         check_compatible(side, self.path, tensorrt_version(), gpu_identity())
         self.metadata = side["cfnsr"]
         self.min_batch, _, self.max_batch = side["profile"]["batch"]
-        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
         torch = _cuda_torch() if self.device_timing in (None, True) else None
         if torch is None and self.device_timing:
             what = "CUDA-graph replay" if self.cuda_graph else "device timing (CUDA events)"
@@ -160,16 +160,15 @@ class TensorRTRunner(Runner):
             self.session.activate()
             self.timing = "wall clock"
 
-    def _infer(self, video, audio) -> np.ndarray:
-        n = video.shape[0]
+    def _infer(self, inputs: dict) -> np.ndarray:
+        n = next(iter(inputs.values())).shape[0]
         if not self.min_batch <= n <= self.max_batch:
             raise CfnsrError(f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch}; "
                              "rebuild with `cfnsr build --batch MIN,OPT,MAX`")
         if isinstance(self.session, _TorchCudaSession):
-            logits, self.last_device_ms = self.session.run(video, audio, graph=self.cuda_graph)
+            logits, self.last_device_ms = self.session.run(inputs, graph=self.cuda_graph)
             return logits
-        a, b = (s.name for s in self.input_spec)
-        out = self.session.infer({a: np.ascontiguousarray(video), b: np.ascontiguousarray(audio)})
+        out = self.session.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
         # A copy: the runner's host buffer for "logits" is overwritten (and resized) by the next call.
         return np.array(out["logits"], dtype=np.float32, copy=True)
 
@@ -192,7 +191,7 @@ class _TorchCudaSession:
     and ``device_memory_size_v2``), safe because they run one at a time on this session's stream.
     """
 
-    def __init__(self, torch, engine, max_batch: int, inputs: tuple[str, str] = ("video", "audio")):
+    def __init__(self, torch, engine, max_batch: int, inputs: tuple[str, ...] = ("video", "audio")):
         trt = require("tensorrt")
         self.torch, self.engine, self.trt = torch, engine, trt
         self.stream = torch.cuda.Stream()
@@ -218,20 +217,21 @@ class _TorchCudaSession:
             ctx.set_tensor_address(name, buf.data_ptr())
         return ctx
 
-    def _set_shapes(self, ctx, video_shape, audio_shape) -> None:
-        for name, shape in zip(self.inputs, (video_shape, audio_shape)):
-            if not ctx.set_input_shape(name, tuple(shape)):
+    def _set_shapes(self, ctx, shapes: dict) -> None:
+        for name in self.inputs:
+            shape = tuple(shapes[name])
+            if not ctx.set_input_shape(name, shape):
                 raise ArtifactError(f"TensorRT refused input shape {tuple(shape)} for {name}")
 
     def _enqueue(self, ctx) -> None:
         if not ctx.execute_async_v3(self.stream.cuda_stream):
             raise ArtifactError("TensorRT enqueue failed")
 
-    def _graph_for(self, n: int, video_shape, audio_shape):
+    def _graph_for(self, n: int, shapes: dict):
         if n not in self.graphs:
             torch = self.torch
             ctx = self._new_context()
-            self._set_shapes(ctx, video_shape, audio_shape)
+            self._set_shapes(ctx, shapes)
             self._enqueue(ctx)  # warm-up outside the capture (TensorRT's deferred shape updates happen here)
             self.stream.synchronize()
             g = torch.cuda.CUDAGraph()
@@ -240,16 +240,17 @@ class _TorchCudaSession:
             self.graphs[n] = (ctx, g)
         return self.graphs[n][1]
 
-    def run(self, video, audio, graph: bool) -> tuple[np.ndarray, float]:
+    def run(self, inputs: dict, graph: bool) -> tuple[np.ndarray, float]:
         torch = self.torch
-        n = video.shape[0]
+        n = next(iter(inputs.values())).shape[0]
+        shapes = {name: inputs[name].shape for name in self.inputs}
         with torch.cuda.stream(self.stream):
-            self.buffers[self.inputs[0]][:n].copy_(torch.as_tensor(video), non_blocking=False)
-            self.buffers[self.inputs[1]][:n].copy_(torch.as_tensor(audio), non_blocking=False)
+            for name in self.inputs:
+                self.buffers[name][:n].copy_(torch.as_tensor(inputs[name]), non_blocking=False)
             if graph:
-                g = self._graph_for(n, video.shape, audio.shape)
+                g = self._graph_for(n, shapes)
             elif self.shape_batch != n:
-                self._set_shapes(self.context, video.shape, audio.shape)
+                self._set_shapes(self.context, shapes)
                 self.shape_batch = n
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(self.stream)

@@ -29,12 +29,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact import SIDECAR_FORMAT, sidecar_path
+from ..artifact import SIDECAR_FORMAT, read_metadata, sidecar_path
 from ..engines.tensorrt import gpu_identity, tensorrt_version
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path, check_writable, sha256_file, write_json
 from ..lazy import require
-from .onnx_graph import read_metadata
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def engine(standin, fp32_onnx, tmp_path):
 def clips(tiny_cache):
     from cfnsr.data.features import to_model_inputs
 
-    stems = [c["stem"] for c in tiny_cache.select(None)][:11]
+    stems = [c.stem for c in tiny_cache.select(None)][:11]
     pairs = [to_model_inputs(np.asarray(tiny_cache.frames(s)), tiny_cache.mfcc(s), tiny_cache.spec) for s in stems]
     return np.stack([v for v, _ in pairs]), np.stack([a for _, a in pairs])
 
