@@ -60,7 +60,7 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     for e in entries:
         is_trt = (e.backend or "") == "tensorrt" or e.path.suffix in (".engine", ".plan")
         # TensorRT: CUDA events where torch has CUDA, else Polygraphy's runner timed by wall clock (the header says)
-        options = {} if is_trt else ({"threads": threads} if threads else {})
+        options = {"device_timing": None} if is_trt else ({"threads": threads} if threads else {})
         options.update(device_options(e.path, e.backend, device))
         with load(e.path, e.backend, **options) as runner:
             for b in batches:

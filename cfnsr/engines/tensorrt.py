@@ -120,14 +120,14 @@ class TensorRTRunner(Runner):
 
     Plain runs use Polygraphy's ``TrtRunner``. With torch's CUDA, ``device_timing`` reports the GPU time of each call
     (``last_device_ms``, CUDA events around the enqueue on the runner's own stream), and ``cuda_graph=True`` replays
-    a CUDA graph per batch size on that same stream. ``device_timing=None`` (the default) times on the device where
-    torch has CUDA and leaves ``last_device_ms`` None elsewhere (``timing`` says which); ``True`` or
-    ``cuda_graph=True`` without a CUDA torch is refused.
+    a CUDA graph per batch size on that same stream. ``device_timing=None`` (what ``cfnsr bench`` asks) times on the
+    device where torch has CUDA and leaves ``last_device_ms`` None elsewhere (``timing`` says which); ``True`` or
+    ``cuda_graph=True`` without a CUDA torch is refused; ``False`` (the default) is Polygraphy's runner alone.
     """
 
     backend = "tensorrt"
 
-    def __init__(self, path, cuda_graph: bool = False, device_timing: bool | None = None):
+    def __init__(self, path, cuda_graph: bool = False, device_timing: bool | None = False):
         super().__init__(path)
         self.cuda_graph = cuda_graph
         self.device_timing = True if cuda_graph else device_timing
@@ -146,7 +146,7 @@ class TensorRTRunner(Runner):
             what = "CUDA-graph replay" if self.cuda_graph else "device timing (CUDA events)"
             raise CfnsrError(f"{what} of TensorRT engines needs torch with CUDA (NVIDIA's torch on Jetson, a CUDA "
                              "build on desktops), and this torch has none; install one, or run the engine without "
-                             f"it ({'cuda_graph=False' if self.cuda_graph else 'device_timing=None'}: Polygraphy's "
+                             f"it ({'cuda_graph=False' if self.cuda_graph else 'device_timing=False'}: Polygraphy's "
                              "runner, timed by wall clock)")
         try:
             engine = trt_mod.EngineFromBytes(self.path.read_bytes())()

@@ -153,7 +153,7 @@ def test_bench_without_cuda_torch_times_polygraphys_runner(engine, standin, tmp_
             pass
     assert "needs torch with CUDA" in str(err.value) and "cuda_graph=False" in str(err.value)
     assert "--cuda-graph" not in str(err.value)  # no such option exists
-    with pytest.raises(CfnsrError, match="device_timing=None"):
+    with pytest.raises(CfnsrError, match="device_timing=False"):
         with load(engine, device_timing=True):
             pass
 
