@@ -124,7 +124,7 @@ def write_export_report(artifact: Path, report: dict, stem: Path) -> None:
         for p in report["tensorrt_readiness"]["problems"]:
             lines.append(f"  - {p}")
         kept = report["tensorrt_readiness"].get("high_precision_layers") or {}
-        if kept and report["precision"] == "int8":
+        if kept and report["precision"] in ("int8", "auto"):
             lines.append(f"- layers left in high precision on purpose ({len(kept)}; TensorRT runs them unfused "
                          "from int8):")
             lines += [f"  - `{name}`: {why}" for name, why in kept.items()]
@@ -133,6 +133,14 @@ def write_export_report(artifact: Path, report: dict, stem: Path) -> None:
         lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "
                      f"(cache {'reused' if c['cache_hit'] else 'written'}), scope `{c['scope']}`, "
                      f"high precision {c['high_precision']}")
+    if "auto" in report:
+        a = report["auto"]
+        lines.append(f"- --precision auto on {a['backend']}: chose **{a['chosen']}** ({a['precision']}, "
+                     f"{len(a['int8_groups'])} of {len(a['searchable_groups'])} groups int8) out of "
+                     f"{len(a['candidates'])} candidates measured; search report "
+                     f"`{Path(a['reports']['markdown']).name}`"
+                     + (f"; {a['note']}" if a["note"] else ""))
+        lines += [f"  - {line}" for line in a["reasons"].values()]
     lines += ["", f"## Accuracy gate: {'PASSED' if g['passed'] else 'FAILED'}", "",
               markdown_table(["metric", "value"], [
                   ["clips", g["clips"]], ["top-1 agreement", f"{100 * g['agreement']:.2f}%"],

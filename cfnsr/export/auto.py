@@ -221,6 +221,8 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
     est = {g: state.estimates.get(g, {"int8_ms": 0.0, "float_ms": 0.0}) for g in searchable}
     saving = {g: est[g]["float_ms"] - est[g]["int8_ms"] for g in searchable}
     evaluated: dict[str, Candidate] = {}
+    reverted: dict[str, Candidate] = {}  # group -> the accepted step that put it in float for accuracy
+    kept_float: dict[str, tuple[Candidate, Candidate]] = {}  # group -> (with it int8, with it float): faster float
     try:
         for name, cfg in plain.items():
             if config_key(cfg) not in evaluated:
@@ -251,6 +253,7 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
                 continue
             note(f"reverted {g}: accuracy drop {_fmt(current.accuracy['accuracy_drop'])} -> "
                  f"{_fmt(cand.accuracy['accuracy_drop'])} points, agreement {100 * cand.accuracy['agreement']:.1f}%")
+            reverted[g] = cand
             current = cand
         if current.passed:
             for g in sorted(current.int8, key=lambda k: (saving[k], k)):  # the least sure saving first
@@ -260,6 +263,7 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
                 if cand.passed and cand.ratio_to_float < current.ratio_to_float:
                     note(f"{g} in {float_type}: whole graph x{cand.ratio_to_float:.3f} of float vs "
                          f"x{current.ratio_to_float:.3f}: kept")
+                    kept_float[g] = (current, cand)
                     current = cand
                 else:
                     note(f"{g} stays int8: whole graph x{cand.ratio_to_float:.3f} vs x{current.ratio_to_float:.3f}")
@@ -294,7 +298,7 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
         else:
             result_note = "int8 is not faster than float in any layer group on this backend"
         log(f"returning the {float_type} graph: {result_note}")
-    reasons = group_reasons(searchable, est, chosen, evaluated.values(), float_type)
+    reasons = group_reasons(searchable, est, chosen, reverted, kept_float, float_type, final_p50)
     return SearchResult(sorted(chosen.int8), float_type, chosen, list(evaluated.values()), reasons, steps,
                         fastest_plain, result_note, final_p50)
 
@@ -307,25 +311,30 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def group_reasons(searchable, est, chosen: Candidate, candidates, float_type: str) -> dict[str, str]:
-    """One line per group: its precision, and the measurement behind it."""
+def group_reasons(searchable, est, chosen: Candidate, reverted: dict, kept_float: dict, float_type: str,
+                  final_p50: dict) -> dict[str, str]:
+    """One line per group: its precision in the chosen graph, and the measurement behind it."""
     out = {}
-    reverted = {c.step.split()[1]: c for c in candidates if c.step.startswith("revert ")}
-    tried_float = {c.step.split()[1]: c for c in candidates if c.step.startswith("try ")}
+    where = f"the chosen {chosen.name}, fastest whole graph that passes ({final_p50[chosen.name]:.2f} ms)"
     for g in searchable:
         e = est[g]
+        name = groups_mod.describe(g)
         timing = f"int8 {e['int8_ms']:.2f} ms vs {float_type} {e['float_ms']:.2f} ms (per-layer profile)"
+        profile_pays = e["float_ms"] - e["int8_ms"] > 0
         if g in chosen.int8:
-            out[g] = f"{groups_mod.describe(g)}: int8; {timing}"
-        elif e["float_ms"] - e["int8_ms"] <= 0:
-            out[g] = f"{groups_mod.describe(g)}: {float_type}; {timing}"
-        elif g in reverted:
-            out[g] = f"{groups_mod.describe(g)}: {float_type}; {reverted[g].step} for accuracy; {timing}"
-        elif g in tried_float:
-            out[g] = (f"{groups_mod.describe(g)}: {float_type}; whole graph faster that way "
-                      f"(x{tried_float[g].ratio_to_float:.3f} of float); {timing}")
+            out[g] = f"{name}: int8; {timing}" + ("" if profile_pays else f"; int8 in {where}")
+        elif g in reverted and chosen.kind == "search":
+            acc = reverted[g].accuracy
+            out[g] = (f"{name}: {float_type} for accuracy: {reverted[g].step}, then accuracy drop "
+                      f"{_fmt(acc['accuracy_drop'])} points, agreement {100 * acc['agreement']:.1f}%; {timing}")
+        elif not profile_pays:
+            out[g] = f"{name}: {float_type}; {timing}"
+        elif g in kept_float and chosen.kind == "search":
+            with_int8, without = kept_float[g]
+            out[g] = (f"{name}: {float_type}; whole graph x{without.ratio_to_float:.3f} of float with it in "
+                      f"{float_type} vs x{with_int8.ratio_to_float:.3f} in int8; {timing}")
         else:
-            out[g] = f"{groups_mod.describe(g)}: {float_type}; the chosen candidate keeps it float; {timing}"
+            out[g] = f"{name}: {float_type} in {where}; {timing}"
     return out
 
 
@@ -527,3 +536,104 @@ class ValidationAccuracy:
         idx = np.sort(np.argsort(-err)[: self.rank_clips])
         base = nmse(cur[idx], idx)
         return {g: base - nmse(self._run(frozenset(int8 - {g}), idx), idx) for g in sorted(int8)}
+
+
+# ------------------------------------------------------------------------------------------ the export step
+@dataclass(frozen=True)
+class AutoOptions:
+    backend: str | None = None  # None: latency.default_backend()
+    device: str = "cpu"
+    batch: int = 1
+    threads: int | None = None
+    budget: int = 12
+    runs: int = 5
+    float_type: str | None = None  # None: fp16 on TensorRT, fp32 on the CPU backends
+    val_clips: int | None = None  # validation clips for the accuracy side [default: all of the validation actors]
+
+
+def resolve(opts: AutoOptions):
+    """(backend, why it was chosen, its latency probe), checked before any work: an impossible backend, device,
+    batch, thread count or budget is refused here."""
+    from .latency import default_backend, probe_for
+
+    if opts.budget < len(PLAIN_SCOPES) + 3:
+        raise CfnsrError(f"--budget {opts.budget} is too small: the {len(PLAIN_SCOPES) + 2} plain choices (float, "
+                         "int8 all, every scope) are measured first, and the search needs at least one more")
+    backend, why = (opts.backend, "--backend") if opts.backend else default_backend()
+    return backend, why, probe_for(backend, opts.batch, opts.threads, opts.device)
+
+
+def validation_arrays(cache, split, limit: int | None, log):
+    """Inputs and labels of the checkpoint's validation actors' clips (never its test actors)."""
+    from ..data.features import to_model_inputs
+
+    if split is None:
+        raise CfnsrError("the checkpoint records no split: --precision auto needs its validation actors "
+                         "(re-train with `cfnsr train`)")
+    val = set(split.val) - set(split.test)
+    if not val:
+        raise CfnsrError(f"the checkpoint's validation actors {list(split.val)} are its test actors (protocol "
+                         f"{split.protocol}): --precision auto must not choose on the test actors; train with "
+                         "--protocol honest")
+    clips = cache.select(sorted(val))
+    if not clips:
+        raise CfnsrError(f"the cache {cache.root} has no clips of the validation actors {sorted(val)}")
+    if limit is not None and limit < len(clips):
+        clips = [clips[i] for i in np.linspace(0, len(clips) - 1, limit).round().astype(int)]
+    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
+    log(f"--precision auto: accuracy on {len(clips)} clips of the validation actors {sorted(val)}")
+    return (np.stack([v for v, _ in pairs]), np.stack([a for _, a in pairs]),
+            np.array([int(c["label"]) for c in clips]), clips)
+
+
+def accuracy_runner(backend: str, threads: int | None):
+    """How the accuracy side runs a candidate: on the target backend where it runs here (ONNX Runtime, OpenVINO);
+    for TensorRT on ONNX Runtime's CPU provider (the Q/DQ arithmetic is the graph's, not the backend's)."""
+    from ..engines.runners import OnnxRuntimeRunner, OpenVinoRunner
+
+    if backend == "openvino":
+        return lambda p: OpenVinoRunner(p, threads=threads)
+    return lambda p: OnnxRuntimeRunner(p, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def choose(fp32_graph, ranges: dict, model, cache, split, thresholds, opts: AutoOptions, work: Path,
+           state_path: Path | None, key_parts: dict, progress: bool = True, log=print):
+    """Run the search for one export; returns (chosen graph, its int8 placement or None, SearchResult, report)."""
+    import torch
+
+    from ..engines.accuracy import batched
+    from ..fileio import sha256_bytes
+
+    backend, why, probe = resolve(opts)
+    float_type = opts.float_type or ("fp16" if backend == "tensorrt" else "fp32")
+    backend_line = f"{probe.describe()} ({why}); float type {float_type}"
+    log(f"--precision auto on {backend_line}")
+    th = thresholds.over("int8")
+    video, audio, labels, clips = validation_arrays(cache, split, opts.val_clips, log)
+    with torch.no_grad():
+        ref = batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
+    from .onnx_graph import input_spec
+
+    inputs = input_spec(fp32_graph)
+
+    def metadata(int8):  # what the runners read: the tensors, and fp16 Q/DQ scales (see OnnxRuntimeRunner)
+        return {"inputs": inputs, "precision": "mixed" if int8 else float_type,
+                "calibration": {"high_precision": float_type}}
+
+    builder = GraphBuilder(fp32_graph, ranges, work, float_type, metadata)
+    searchable = builder.searchable()
+    key = inputs_key(**key_parts, backend=backend, device=probe.device, batch=opts.batch, threads=opts.threads,
+                     runs=opts.runs, float_type=float_type, thresholds=th.to_dict(),
+                     clips=sha256_bytes(json.dumps([c["stem"] for c in clips]).encode()))
+    state = State.load(state_path, key, log)
+    acc = ValidationAccuracy(builder, accuracy_runner(backend, opts.threads), video, audio, labels, ref, thresholds)
+    result = search(searchable, ProbeLatency(probe, builder), acc, state, opts.budget, opts.runs,
+                    th.max_accuracy_drop_points if th.max_accuracy_drop_points is not None else 1.0,
+                    th.min_agreement if th.min_agreement is not None else 0.95, float_type, progress, log)
+    graph, placement = builder.model(frozenset(result.int8))
+    rep = report(result, backend_line)
+    rep.update(backend_name=backend, device=probe.device, batch=opts.batch, threads=opts.threads,
+               precision_map=result.precision_map(builder.grouping.present()), validation_clips=len(clips),
+               validation_actors=sorted(set(split.val) - set(split.test)), searchable_groups=searchable,
+               accuracy_runs_on="openvino" if backend == "openvino" else "onnxruntime (CPU)")
+    return graph, placement, result, rep

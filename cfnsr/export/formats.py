@@ -26,20 +26,23 @@ OPTION_FLAGS = {
     "calib_clips": "--calib-clips", "calib_method": "--calib-method", "int8_scope": "--int8-scope",
     "high_precision": "--high-precision", "check_trt": "--no-trt-check", "device": "--device",
     "max_batch": "--max-batch", "inputs": "--inputs",
+    "auto_backend": "--backend", "auto_batch": "--batch", "auto_threads": "--threads", "auto_budget": "--budget",
 }
 INT8_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision")
+# --precision auto takes the calibration options too (not --int8-scope: it chooses the groups itself), and these:
+AUTO_OPTIONS = ("auto_backend", "auto_batch", "auto_threads", "auto_budget", "device")
 _ONNX_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision", "check_trt", "inputs")
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", False, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
+    "onnx": Format("onnx", ".onnx", False, ("fp32", "fp16", "int8", "auto"), _ONNX_OPTIONS,
                    "ONNX with the precision in the graph (runs on ONNX Runtime, OpenVINO, TensorRT)"),
-    "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8"), _ONNX_OPTIONS,
+    "engine": Format("engine", ".engine", True, ("fp32", "fp16", "int8", "auto"), _ONNX_OPTIONS,
                      "TensorRT engine built from the ONNX file, plus a .engine.json sidecar "
                      "(this GPU and TensorRT only)"),
     "pt2": Format("pt2", ".pt2", False, ("fp32",), ("device", "max_batch", "inputs"),
                   "AOTInductor package for libtorch: the C++ runtime's CPU backend (or CUDA with --device cuda)"),
 }
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "auto")  # auto: chosen per layer group by measurement (export/auto.py)
 
 
 def tensorrt_available() -> tuple[bool, str]:
