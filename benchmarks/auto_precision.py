@@ -124,7 +124,8 @@ def main() -> None:
     def paper_meta(int8):
         return base_metadata(input_spec(paper_fp32), "mixed" if int8 else "fp32", spec.to_dict(), "bench")
 
-    paper_builder = auto.GraphBuilder(paper_fp32, paper_ranges, out / "paper-graphs", metadata=paper_meta)
+    paper_builder = auto.GraphBuilder(paper_fp32, paper_ranges, out / "paper-graphs", metadata=paper_meta,
+                                      reuse=True)
     searchable = [g for g in tiny_builder.searchable() if g in set(paper_builder.searchable())]
 
     # torch eager, the baseline of every ratio, at the same batch and threads

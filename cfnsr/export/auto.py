@@ -156,6 +156,7 @@ class SearchResult:
     fastest_plain: str | None
     note: str = ""
     final_p50: dict[str, float] = field(default_factory=dict)  # candidate name -> p50 of the final timing
+    decision_ratio: dict[str, float] = field(default_factory=dict)  # candidate name -> pooled ratio to float
 
     def precision_map(self, all_groups: list[str]) -> dict[str, str]:
         return {g: INT8 if g in self.int8 else self.float_type for g in all_groups}
@@ -281,17 +282,24 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
         state.final = {"configs": configs, "times": times}
         state.save()
     final_p50 = {c.name: float(np.median(t)) for c, t in zip(passing, state.final["times"])}
-    chosen = min(passing, key=lambda c: (final_p50[c.name], len(c.int8)))
+    ratio = pooled_ratios(passing, state.final["times"])
+    float_cand = next(c for c in passing if not c.int8)
+    best = min(passing, key=lambda c: (ratio[c.name], len(c.int8)))
+    # int8 has to earn its place: a mix within MIN_GAIN of the float graph does not replace it
+    chosen = best if ratio[best.name] < 1.0 - MIN_GAIN else float_cand
+    log("decision (median of per-round ratios to the float graph, evaluation and final timing pooled): "
+        + ", ".join(f"{c.name} x{ratio[c.name]:.3f}" for c in sorted(passing, key=lambda c: ratio[c.name])))
     plain_names = set(plain)
     plain_pass = [c for c in passing if c.name in plain_names]
-    fastest_plain = min(plain_pass, key=lambda c: final_p50[c.name]).name if plain_pass else None
+    fastest_plain = min(plain_pass, key=lambda c: ratio[c.name]).name if plain_pass else None
     result_note = ""
     if not chosen.int8:
         failing = [c for c in evaluated.values() if c.int8 and not c.passed]
         faster = [c for c in passing if c.int8]
         if faster:
-            result_note = (f"every int8 mix that passes the gate is slower than {float_type} on this backend "
-                           f"(fastest: {min(faster, key=lambda c: final_p50[c.name]).name})")
+            top = min(faster, key=lambda c: ratio[c.name])
+            result_note = (f"no int8 mix that passes the gate is more than {100 * MIN_GAIN:.0f}% faster than "
+                           f"{float_type} on this backend (fastest: {top.name}, x{ratio[top.name]:.3f})")
         elif failing:
             result_note = (f"no int8 mix passes the gate on the validation actors (e.g. {failing[0].name}: "
                            f"{'; '.join(failing[0].accuracy['failures'])})")
@@ -300,7 +308,23 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
         log(f"returning the {float_type} graph: {result_note}")
     reasons = group_reasons(searchable, est, chosen, reverted, kept_float, float_type, final_p50)
     return SearchResult(sorted(chosen.int8), float_type, chosen, list(evaluated.values()), reasons, steps,
-                        fastest_plain, result_note, final_p50)
+                        fastest_plain, result_note, final_p50, ratio)
+
+
+MIN_GAIN = 0.01  # an int8 mix replaces the float graph only when at least this much faster
+
+
+def pooled_ratios(passing: list[Candidate], final_times: list[list[float]]) -> dict[str, float]:
+    """Per candidate, the median of its per-round ratios to the float graph: the rounds of its own evaluation (timed
+    next to the float graph) and the rounds of the final interleaved timing. A ratio within one round cancels the
+    drift of the machine's load, which a median of absolute times on a shared machine does not."""
+    fl = next(i for i, c in enumerate(passing) if not c.int8)
+    out = {}
+    for c, t in zip(passing, final_times):
+        rounds = list(np.asarray(c.latency_ms) / np.asarray(c.float_ms)) if c.int8 else [1.0]
+        rounds += list(np.asarray(t) / np.asarray(final_times[fl]))
+        out[c.name] = float(np.median(rounds))
+    return out
 
 
 class _BudgetSpent(Exception):
@@ -351,7 +375,8 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 def report(result: SearchResult, backend_line: str) -> dict:
     return {"backend": backend_line, "precision": result.precision, "int8_groups": result.int8,
             "chosen": result.chosen.name, "fastest_plain_passing": result.fastest_plain, "note": result.note,
-            "final_p50_ms": result.final_p50, "reasons": result.reasons, "steps": result.steps,
+            "final_p50_ms": result.final_p50, "decision_ratio_to_float": result.decision_ratio,
+            "reasons": result.reasons, "steps": result.steps,
             "candidates": [c.to_dict() for c in result.candidates]}
 
 
@@ -420,14 +445,16 @@ class GraphBuilder:
     layers of those groups (``int8.quantize`` with the groups as the scope), written once into ``folder``."""
 
     def __init__(self, fp32_graph, ranges: dict, folder: Path, float_type: str = "fp32",
-                 metadata: Callable[[frozenset], dict] | None = None):
+                 metadata: Callable[[frozenset], dict] | None = None, reuse: bool = False):
+        """``reuse``: take a candidate file already in ``folder`` (a benchmark's own folder, resumed); the export
+        always writes into a fresh folder."""
         import onnx
 
         from . import fp16 as fp16_mod
 
         self.graph = onnx.shape_inference.infer_shapes(fp32_graph)
         self.ranges, self.folder, self.float_type = ranges, Path(folder), float_type
-        self.metadata = metadata
+        self.metadata, self.reuse = metadata, reuse
         self.grouping = groups_mod.grouping(self.graph)
         self._float = fp16_mod.to_fp16(self.graph) if float_type == "fp16" else self.graph
         self.paths: dict[str, Path] = {}
@@ -454,11 +481,13 @@ class GraphBuilder:
         from .onnx_graph import set_metadata
 
         key = config_key(int8)
+        path = self.folder / f"cand-{hashlib.sha256(key.encode()).hexdigest()[:12]}.onnx"
+        if key not in self.paths and self.reuse and path.is_file():
+            self.paths[key] = path
         if key not in self.paths:
             model, _ = self.model(frozenset(int8))
             if self.metadata is not None:
                 set_metadata(model, **self.metadata(frozenset(int8)))
-            path = self.folder / f"cand-{hashlib.sha256(key.encode()).hexdigest()[:12]}.onnx"
             onnx.save(model, str(path))
             self.paths[key] = path
         return self.paths[key]
