@@ -61,19 +61,18 @@ def main() -> None:
     p.add_argument("--out", default="bench_out/auto")
     a = p.parse_args()
 
-    from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.spec import PreprocessSpec
-    from cfnsr.data.splits import Split
     from cfnsr.data.synth import generate
     from cfnsr.engines import load
     from cfnsr.engines.accuracy import GateThresholds, batched, compare, held_out_arrays
     from cfnsr.export import auto
+    from cfnsr.export.calibrate import calibrate, select_clips
     from cfnsr.export.latency import probe_for
     from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec
     from cfnsr.fileio import sha256_file, write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
-    from cfnsr.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from cfnsr.model.checkpoint import Checkpoint
     from cfnsr.reports import markdown_table, plot_bars
     from cfnsr.sysinfo import machine
 
@@ -89,9 +88,9 @@ def main() -> None:
 
     # ---- accuracy half: the trained tiny model, its calibration (training actors), validation and test clips
     tiny_ckpt, tiny_cache = _tiny(a, work, log)
-    ck = load_checkpoint(tiny_ckpt)
-    split = Split.of_checkpoint(ck)
-    tiny_model = model_from_checkpoint(ck, str(tiny_ckpt))
+    ck = Checkpoint.load(tiny_ckpt)
+    split = ck.split
+    tiny_model = ck.model()
     tiny_fp32 = export_fp32(tiny_model, work / "tiny.fp32.onnx")
     clips = select_clips(tiny_cache, split.train, 32, forbidden_actors=split.evaluation_actors)
     tiny_ranges, _ = calibrate(work / "tiny.fp32.onnx", sha256_file(tiny_ckpt), tiny_cache, clips, "percentile",

@@ -1,7 +1,8 @@
 """``cfnsr predict``: one clip, many clips, or a long recording's timeline, through one ``Recognizer``.
 
-The model is loaded once; each clip is decoded, its face found (the RAVDESS landmark file when there is one, else
-OpenCV's Haar detector), cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
+The model is loaded once; each clip is decoded, its face found (``find_faces``, preprocessing's policy: the RAVDESS
+landmark file when there is one, else OpenCV's Haar detector, else the frame centre with --allow-center-crop),
+cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
 (sliding windows over a recording) goes to a CSV of probabilities over time and a PNG plot of them.
 """
 
@@ -56,9 +57,11 @@ def expand_inputs(items) -> list[Path]:
     return unique
 
 
-def _save_inputs(folder: Path, arrays) -> None:
+def _save_inputs(folder: Path, inputs: dict) -> None:
+    """The model's two inputs as ``video.npy`` and ``audio.npy``, in the artifact's input order (a media artifact's
+    crops and PCM too): the files ``cfnsr_infer --video --audio`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(("video.npy", "audio.npy"), arrays):
+    for name, arr in zip(("video.npy", "audio.npy"), inputs.values()):
         with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr))
 
@@ -121,7 +124,7 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     face is found per window; audio is cut from the window as from a clip."""
     from tqdm import tqdm
 
-    from ..data.features import _decode_frames, _open, decode_audio, frame_indices
+    from ..data.features import decode_audio, decode_frames, frame_indices, frame_rate
 
     s = rec.spec
     window = window or 2 * s.audio_offset + s.audio_duration
@@ -129,18 +132,14 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     if window <= 0 or hop <= 0:
         raise DataError(f"--window and --hop must be positive (got {window}, {hop})")
     video = Path(video)
-    with _open(video) as container:
-        if not container.streams.video:
-            raise DataError(f"{video} has no video track")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 0) or 25.0
+    fps = frame_rate(video)
     audio, rate = decode_audio(video)
     duration = len(audio) / rate
     starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
     picks = {t0: np.minimum((t0 * fps + frame_indices(max(int(window * fps), 1), s.frames)).astype(int), 10**9)
              for t0 in starts}
     keep = {int(i) for idx in picks.values() for i in idx}
-    got, total = _decode_frames(video, keep)
+    got, total = decode_frames(video, keep)
     rows = []
     for t0 in tqdm(starts, desc="timeline", unit="window", disable=not progress):
         idx = [min(int(i), total - 1) for i in picks[t0]]

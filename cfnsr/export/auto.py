@@ -458,6 +458,7 @@ class GraphBuilder:
         self.grouping = groups_mod.grouping(self.graph)
         self._float = fp16_mod.to_fp16(self.graph) if float_type == "fp16" else self.graph
         self.paths: dict[str, Path] = {}
+        self._problems: dict[str, list[str]] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def searchable(self) -> list[str]:
@@ -474,6 +475,15 @@ class GraphBuilder:
             return self._float, None
         q, placement = int8_mod.quantize(self.graph, self.ranges, sorted(int8), high_precision=self.float_type)
         return q, placement
+
+    def problems(self, int8: frozenset) -> list[str]:
+        """The TensorRT readiness problems of the graph (the export refuses a graph that has any)."""
+        from . import readiness
+
+        key = config_key(int8)
+        if key not in self._problems:
+            self._problems[key] = readiness.check(self.model(frozenset(int8))[0]).problems if int8 else []
+        return self._problems[key]
 
     def path(self, int8: frozenset) -> Path:
         import onnx
@@ -552,6 +562,9 @@ class ValidationAccuracy:
     def evaluate(self, int8: frozenset) -> AccuracyResult:
         from ..engines.accuracy import compare
 
+        problems = self.builder.problems(frozenset(int8))
+        if problems:  # e.g. a float layer reading a Q/DQ pair shared with an int8 neighbour: export would refuse it
+            return AccuracyResult(False, None, 0.0, [f"not TensorRT-ready: {problems[0]}"])
         res = compare(self.ref, self._run(int8), self.labels, "int8", self.thresholds)
         return AccuracyResult(res.passed, res.accuracy_drop_points, res.agreement, res.failures)
 
@@ -609,10 +622,10 @@ def validation_arrays(cache, split, limit: int | None, log):
         raise CfnsrError(f"the cache {cache.root} has no clips of the validation actors {sorted(val)}")
     if limit is not None and limit < len(clips):
         clips = [clips[i] for i in np.linspace(0, len(clips) - 1, limit).round().astype(int)]
-    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
+    pairs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), cache.spec) for c in clips]
     log(f"--precision auto: accuracy on {len(clips)} clips of the validation actors {sorted(val)}")
     return (np.stack([v for v, _ in pairs]), np.stack([a for _, a in pairs]),
-            np.array([int(c["label"]) for c in clips]), clips)
+            np.array([int(c.label) for c in clips]), clips)
 
 
 def accuracy_runner(backend: str, threads: int | None):
@@ -653,7 +666,7 @@ def choose(fp32_graph, ranges: dict, model, cache, split, thresholds, opts: Auto
     searchable = builder.searchable()
     key = inputs_key(**key_parts, backend=backend, device=probe.device, batch=opts.batch, threads=opts.threads,
                      runs=opts.runs, float_type=float_type, thresholds=th.to_dict(),
-                     clips=sha256_bytes(json.dumps([c["stem"] for c in clips]).encode()))
+                     clips=sha256_bytes(json.dumps([c.stem for c in clips]).encode()))
     state = State.load(state_path, key, log)
     acc = ValidationAccuracy(builder, accuracy_runner(backend, opts.threads), video, audio, labels, ref, thresholds)
     result = search(searchable, ProbeLatency(probe, builder), acc, state, opts.budget, opts.runs,

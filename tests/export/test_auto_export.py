@@ -60,7 +60,7 @@ def mixed_onnx(trained_tiny, tiny_cache, export_dir):
 
 
 def test_real_search_on_onnxruntime(auto_onnx, trained_tiny):
-    from cfnsr.model.checkpoint import load_checkpoint
+    from cfnsr.model.checkpoint import Checkpoint
 
     res = auto_onnx
     assert res.passed and res.path.name == "m.auto.onnx"
@@ -69,8 +69,8 @@ def test_real_search_on_onnxruntime(auto_onnx, trained_tiny):
     assert meta["precision"] == a["precision"] in ("mixed", "fp32")
     assert set(meta["precision_map"]) == set(all_groups()) and set(meta["precision_map"].values()) <= {"int8", "fp32"}
     assert meta["auto"] == {"backend": "onnxruntime", "device": "cpu", "batch": 1, "threads": 1}
-    split = load_checkpoint(trained_tiny)["split"]
-    assert a["validation_actors"] == sorted(split["val"]) and not set(a["validation_actors"]) & set(split["test"])
+    split = Checkpoint.load(trained_tiny).split
+    assert a["validation_actors"] == sorted(split.val) and not set(a["validation_actors"]) & set(split.test)
     names = [c["name"] for c in a["candidates"]]
     assert {"float", "int8 all", "int8 no-stem", "int8 no-grouped", "int8 no-stem-grouped",
             "int8 audio-fusion"} <= set(names) and len(names) <= 8

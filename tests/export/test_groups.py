@@ -64,7 +64,8 @@ def test_paper_size_grouping_covers_every_layer_once(tmp_path):
 
 
 def test_scopes_are_unions_of_groups(tiny_graph):
-    from cfnsr.export.int8 import SCOPES, plan
+    from cfnsr.export.formats import INT8_SCOPES as SCOPES
+    from cfnsr.export.int8 import plan
 
     assert set(groups.SCOPE_GROUPS) == set(SCOPES)
     g = groups.grouping(tiny_graph)
