@@ -309,7 +309,9 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 # ------------------------------------------------------------------------------------------------ export
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--precision", type=click.Choice(formats.PRECISIONS), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(formats.PRECISIONS), default="fp32", show_default=True,
+              help="auto: per layer group, int8 where it is faster on --backend and accuracy allows, float elsewhere "
+                   "(measured; see --backend, --budget).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="ONNX file to write [default: CHECKPOINT's name with .PRECISION.onnx].")
 @click.option("--format", "fmt", type=click.Choice(formats.FORMAT_CHOICES), default=formats.AUTO,
@@ -336,7 +338,17 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
               help="Override the gate's largest |logit difference| (fp32: 1e-3).")
 @click.option("--no-trt-check", is_flag=True, help="Write the file even if the TensorRT readiness check fails.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
+              help="--format pt2: the device the package is compiled for (cuda: on that GPU). --precision auto: "
+                   "where latency is measured.")
+@click.option("--backend", "auto_backend", type=click.Choice(formats.AUTO_BACKENDS),
+              help="--precision auto: the backend whose latency decides [default: TensorRT where it imports, else "
+                   "OpenVINO where installed, else ONNX Runtime].")
+@click.option("--batch", "auto_batch", default=1, show_default=True, type=POSITIVE,
+              help="--precision auto: the batch size latency is measured at.")
+@click.option("--threads", "auto_threads", type=POSITIVE, help="--precision auto: CPU threads for the measurements.")
+@click.option("--budget", "auto_budget", default=12, show_default=True, type=click.IntRange(min=2),
+              help="--precision auto: most whole-graph evaluations (the plain choices count; the search resumes "
+                   "from NAME.auto.state.json).")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=2),
               help="--format pt2: the largest batch it accepts.")
 @click.option("--inputs", type=click.Choice(formats.CHOICES["inputs"]), default="features", show_default=True,
@@ -344,13 +356,15 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
                    "preprocessing (normalisation, librosa's MFCC) in the graph, fp32.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, int8_scope, high_precision,
-           gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, max_batch, inputs,
-           force) -> None:
+           gate_clips, min_agreement, max_accuracy_drop, max_abs_logit, no_trt_check, device, auto_backend, auto_batch,
+           auto_threads, auto_budget, max_batch, inputs, force) -> None:
     """Export a checkpoint to ONNX with the precision in the graph; check it against the checkpoint.
 
     fp32: parity with PyTorch. fp16: strongly typed fp16 graph (LayerNorm, Softmax, reductions, mask path in fp32).
     int8: explicit Q/DQ from RAVDESS calibration (symmetric, per-channel weights) for TensorRT's strongly typed
-    builder. pt2: an AOTInductor package (fp32) for the C++ runtime. A failed accuracy gate keeps the file as
+    builder. auto: per layer group the precision that is fastest on --backend where the gate holds on the
+    validation actors (NAME.auto.onnx, precision "mixed"). pt2: an AOTInductor package (fp32) for the C++
+    runtime. A failed accuracy gate keeps the file as
     NAME.FAILED.onnx (or .FAILED.pt2) and exits with status 3.
     """
     from .engines.accuracy import GateThresholds
@@ -363,12 +377,13 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
                          data=Path(data) if data else None, calib_clips=calib_clips, calib_method=calib_method,
                          int8_scope=int8_scope, high_precision=high_precision, gate_clips=gate_clips,
                          thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
-                         max_batch=max_batch, inputs=inputs)
+                         max_batch=max_batch, inputs=inputs, auto_backend=auto_backend, auto_batch=auto_batch,
+                         auto_threads=auto_threads, auto_budget=auto_budget)
     check_not_inputs([output], [checkpoint, data])
     result = run(checkpoint, opts, log=click.echo)
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
-               f"{precision}  gate {'passed' if result.passed else 'FAILED'}  "
+               f"{r.get('artifact_precision', precision)}  gate {'passed' if result.passed else 'FAILED'}  "
                f"report {report_path(result.path)}")
     if result.engine:
         click.echo(f"engine {result.engine}")
@@ -421,7 +436,7 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
 @click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--clips", type=POSITIVE, help="Held-out clips to use [default: all of the test actors].")
-@click.option("--precision", type=click.Choice(formats.PRECISIONS),
+@click.option("--precision", type=click.Choice((*formats.GATE_PRECISIONS,)),
               help="Gate to apply [default: the artifact's].")
 @click.option("--min-agreement", type=FiniteFloat(0, 1))
 @click.option("--max-accuracy-drop", type=FiniteFloat(0, 100))

@@ -5,7 +5,7 @@ logits, and per-class confusion of each. Default gates by precision (``GateThres
 
 * fp32: agreement 100% and max |delta logit| <= 1e-3
 * fp16: agreement >= 99%
-* int8: accuracy drop <= 1.0 point and agreement >= 95%
+* int8 (and "mixed", from ``--precision auto``): accuracy drop <= 1.0 point and agreement >= 95%
 
 Non-finite logits, on either side, fail every gate. Used by ``cfnsr validate`` (any runner) and by the export's
 gate (``cfnsr.export.divergence`` adds, for a failed int8 export, where it departs from fp32 first).
@@ -71,6 +71,7 @@ DEFAULT_GATES = {
     "fp16": GateThresholds(min_agreement=0.99),
     "int8": GateThresholds(min_agreement=0.95, max_accuracy_drop_points=1.0),
 }
+DEFAULT_GATES["mixed"] = DEFAULT_GATES["int8"]  # --precision auto: int8 in some layer groups, float in the others
 
 
 @dataclass

@@ -75,7 +75,8 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
                     if runner.last_device_ms is not None:
                         gpu_ms.append(runner.last_device_ms)
                 row = {"label": e.label, "artifact": str(e.path), "backend": runner.backend, "runs_on": runner.device,
-                       "precision": runner.metadata.get("precision"), "batch": b, **stats(wall)}
+                       "precision": runner.metadata.get("precision"), "batch": b, **stats(wall),
+                       "threads": threads, "measured_for": runner.metadata.get("auto")}
                 row["throughput_clips_s"] = b * 1e3 / row["mean_ms"]
                 if gpu_ms:
                     row["device"] = stats(gpu_ms)
@@ -91,6 +92,11 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     for row in results:
         base = next(r for r in results if r["batch"] == row["batch"])
         row["speedup_vs_first"] = base["mean_ms"] / row["mean_ms"]
+    for row in results:
+        slower = slower_than_float(row, results)
+        if slower:
+            row["slower_than_float"] = slower
+            log(f"note: {row['label']} (batch {row['batch']}) is slower than {slower['float']}: {slower['reason']}")
     devices = sorted({r["runs_on"] for r in results})
     note = None
     if len(devices) > 1:
@@ -100,6 +106,39 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
     return {"machine": host, "warnings": jetson_warnings(host), "threads": threads, "warmup": warmup, "iters": iters,
             "batches": list(batches),
             "baseline": entries[0].label, "devices": devices, "mixed_devices_note": note, "results": results}
+
+
+REDUCED = ("fp16", "int8", "mixed")
+
+
+def slower_than_float(row: dict, results: list[dict]) -> dict | None:
+    """For a reduced-precision row slower than the fp32 row of the same backend, device and batch: which row, by
+    how much, and why, from what the artifact says about itself."""
+    if row["precision"] not in REDUCED:
+        return None
+    base = next((r for r in results if r["precision"] == "fp32" and r["backend"] == row["backend"]
+                 and r["runs_on"] == row["runs_on"] and r["batch"] == row["batch"]), None)
+    if base is None or row["mean_ms"] <= base["mean_ms"]:
+        return None
+    backend, device = row["backend"], row["runs_on"]
+    auto = f"`cfnsr export --precision auto --backend {backend}` measures, per layer group, where int8 pays here"
+    if row["precision"] == "mixed":
+        m = row.get("measured_for") or {}
+        here = {"backend": backend, "device": device, "batch": row["batch"], "threads": row.get("threads")}
+        differs = [f"{k} {m.get(k)} (here {v})" for k, v in here.items() if m and m.get(k) != v]
+        if differs:
+            reason = (f"its precision map was chosen for other conditions: {', '.join(differs)}; re-run "
+                      f"--precision auto for {backend} at this batch and thread count")
+        else:
+            reason = ("its precision map was measured faster than float on this backend, batch and thread count: "
+                      "the gap here is run-to-run noise or other load on the machine (compare several runs)")
+    elif row["precision"] == "int8":
+        reason = (f"{backend} on this {device} has no faster int8 kernel for some of the quantized layers (3-D and "
+                  f"grouped convolutions typically), where the Q/DQ pairs only add work; {auto}")
+    else:
+        reason = (f"{backend} on this {device} has few fp16 kernels, so the fp16 graph runs with conversions around "
+                  "fp32 arithmetic" if device == "cpu" else f"{backend} on {device} runs this fp16 graph slower")
+    return {"float": base["label"], "ratio": row["mean_ms"] / base["mean_ms"], "reason": reason}
 
 
 def markdown(report: dict) -> str:
@@ -121,7 +160,10 @@ def markdown(report: dict) -> str:
              r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
     return "\n".join(head) + markdown_table(
         ["artifact", "backend", "precision", "batch", "mean ms", "p50", "p90", "p99", "min", "clips/s",
-         "speed-up", "GPU ms"], rows) + "\n"
+         "speed-up", "GPU ms"], rows) + "\n" + "".join(
+        f"\n- **{r['label']}** (batch {r['batch']}) is x{r['slower_than_float']['ratio']:.2f} the time of "
+        f"{r['slower_than_float']['float']}: {r['slower_than_float']['reason']}."
+        for r in report["results"] if r.get("slower_than_float"))
 
 
 def write_reports(report: dict, json_path: str | Path) -> dict:

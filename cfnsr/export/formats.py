@@ -13,7 +13,8 @@ from ..artifact import INPUT_KINDS
 from ..errors import CfnsrError, MissingDependencyError
 from ..lazy import cuda_available
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "auto")  # auto: chosen per layer group by measurement (export/auto.py)
+GATE_PRECISIONS = ("fp32", "fp16", "int8", "mixed")  # the gates (`cfnsr validate --precision`); auto writes "mixed"
 HIGH_PRECISIONS = ("fp32", "fp16")  # what int8 leaves unquantized runs in one of these (--high-precision)
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -47,8 +48,12 @@ OPTION_FLAGS = {
     "calib_clips": "--calib-clips", "calib_method": "--calib-method", "int8_scope": "--int8-scope",
     "high_precision": "--high-precision", "check_trt": "--no-trt-check", "device": "--device",
     "max_batch": "--max-batch", "inputs": "--inputs",
+    "auto_backend": "--backend", "auto_batch": "--batch", "auto_threads": "--threads", "auto_budget": "--budget",
 }
 INT8_OPTIONS = ("calib_clips", "calib_method", "int8_scope", "high_precision")
+# --precision auto takes the calibration options too (not --int8-scope: it chooses the groups itself), and these:
+AUTO_OPTIONS = ("auto_backend", "auto_batch", "auto_threads", "auto_budget", "device")
+AUTO_BACKENDS = ("tensorrt", "openvino", "onnxruntime")  # --backend of --precision auto
 _ONNX_OPTIONS = (*INT8_OPTIONS, "check_trt", "inputs")
 
 FORMATS = {

@@ -27,6 +27,7 @@ convolutions are often no faster than fp16/fp32, so the scope is a choice to ben
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,10 +35,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CfnsrError
+from . import groups as groups_mod
 from .formats import check_choice
-from .onnx_graph import attribute, consumers, producers, reachable_from, topological_sort
+from .onnx_graph import attribute, consumers, producers, topological_sort
 
-QUANT_OPS = ("Conv", "MatMul", "Gemm")
+QUANT_OPS = groups_mod.QUANT_OPS
 # fp16 Q/DQ scales (and a DequantizeLinear with fp16 output) need opset 19; TensorRT 10.0+ parses opsets 9-20.
 FP16_QDQ_OPSET = 19
 
@@ -75,39 +77,41 @@ def _rows_per_sample(model: onnx.ModelProto, tensor: str) -> int | None:
     return None
 
 
-def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placement:
+def plan(model: onnx.ModelProto, scope: str | Collection[str], attention: bool = False) -> Placement:
     """The placement for ``scope`` on a shape-inferred fp32 graph (see the module docstring for the rules).
 
-    The video branch is found from the graph, not from names: the nodes downstream of the ``video`` input and not
-    of the ``audio`` input. The stem is the Conv that reads the ``video`` input.
+    ``scope`` is an ``--int8-scope`` name or a collection of layer groups (``groups.py``; a scope is a union of
+    groups): the layers of the other groups stay in high precision, with the group named as the reason.
     """
-    check_choice("int8_scope", scope)
-    video_only = reachable_from(model, "video") - reachable_from(model, "audio")
+    if isinstance(scope, str):
+        check_choice("int8_scope", scope)
+        chosen, why = groups_mod.scope_groups(scope), f"--int8-scope {scope}"
+    else:
+        chosen, why = frozenset(scope), "float in the precision map"
+        unknown = sorted(chosen - set(groups_mod.all_groups()))
+        if unknown:
+            raise CfnsrError(f"unknown layer groups {unknown}; the groups are: {', '.join(groups_mod.all_groups())}")
+    of_node = groups_mod.grouping(model).of_node
     p = Placement()
     for n in model.graph.node:
         if n.op_type not in QUANT_OPS:
             continue
         shape = _weight_shape(model, n)
         if shape is None:  # activation x activation: attention scores and context
-            if attention and n.op_type == "MatMul":
+            if attention and n.op_type == "MatMul" and of_node[n.name] in chosen:
                 p.quantize.append(n.name)
             else:
                 p.high_precision[n.name] = "attention MatMul (activation x activation): placement policy"
             continue
         reason = None
-        if n.op_type == "Conv":
-            if n.input[0] == "video" and scope in ("no-stem", "no-stem-grouped"):
-                reason = f"video stem: --int8-scope {scope}"
-            elif attribute(n, "group", 1) > 1 and scope in ("no-grouped", "no-stem-grouped"):
-                reason = f"grouped convolution: --int8-scope {scope}"
-        else:
+        if n.op_type != "Conv":
             out_cols = shape[0] if (n.op_type == "Gemm" and attribute(n, "transB", 0)) else shape[-1]
             if out_cols == 1:
                 reason = "GEMV (one output column): int8 cannot use tensor cores here"
             elif _rows_per_sample(model, n.input[0]) == 1:
                 reason = "GEMV at batch 1 (one row per sample): int8 cannot use tensor cores here"
-        if reason is None and scope == "audio-fusion" and n.name in video_only:
-            reason = "video branch: --int8-scope audio-fusion"
+        if reason is None and of_node[n.name] not in chosen:
+            reason = f"{groups_mod.describe(of_node[n.name])}: {why}"
         if reason is None:
             p.quantize.append(n.name)
         else:
@@ -162,7 +166,7 @@ def quantizable_nodes(model: onnx.ModelProto, scope: str) -> tuple[list[str], li
     return p.quantize, list(p.high_precision)
 
 
-def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], scope: str,
+def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], scope: str | Collection[str],
              high_precision: str = "fp32", attention: bool = False) -> tuple[onnx.ModelProto, Placement]:
     """Insert Q/DQ for ``scope`` from the activation ``ranges`` {tensor: (low, high)}; returns (graph, placement).
 
@@ -177,7 +181,8 @@ def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], sco
     model = onnx.shape_inference.infer_shapes(model)
     placement = plan(model, scope, attention)
     if not placement.quantize:
-        raise CfnsrError(f"--int8-scope {scope} leaves nothing to quantize")
+        what = f"--int8-scope {scope}" if isinstance(scope, str) else f"the layer groups {sorted(scope)}"
+        raise CfnsrError(f"{what} leaves nothing to quantize")
     missing = sorted({n.input[0] for n in model.graph.node if n.name in placement.quantize} - set(ranges))
     if missing:
         raise CfnsrError(f"the calibration ranges lack {len(missing)} quantized inputs, e.g. {missing[:3]}: "

@@ -28,7 +28,7 @@ from ..model.checkpoint import Checkpoint
 from . import divergence, readiness
 from . import fp16 as fp16_mod
 from . import int8 as int8_mod
-from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
+from .formats import AUTO_OPTIONS, CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
 from .onnx_graph import export_fp32, input_spec, set_metadata
 from .readiness import Readiness
 from .report import ExportReport
@@ -54,6 +54,11 @@ class ExportOptions:
     device: str = "cpu"  # pt2 only: the device the package is compiled for
     max_batch: int = 64  # pt2 only: the largest batch the package accepts
     inputs: str = "features"  # features: (video, audio) as today; media: uint8 crops + PCM, the front end in the graph
+    # --precision auto (export/auto.py): the backend and conditions latency is measured on, and the search's budget
+    auto_backend: str | None = None
+    auto_batch: int = 1
+    auto_threads: int | None = None
+    auto_budget: int = 12
 
 
 @dataclass
@@ -101,6 +106,8 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     check_options(fmt, opts)
     if fmt.name == "onnx":
         require("onnxruntime", purpose="exporting ONNX (fp16 conversion, int8 quantization and the accuracy gate)")
+    if opts.precision == "auto":
+        _auto_options(opts)
     ckpt = Checkpoint.load(checkpoint)
     model = ckpt.model()
     out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision, fmt.suffix)
@@ -116,9 +123,11 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     if opts.inputs == "media" and ckpt.preprocess is None:
         raise CfnsrError("--inputs media builds the checkpoint's preprocessing into the graph, and this checkpoint "
                          "records none (re-train with `cfnsr train`, or export --inputs features)")
-    if opts.precision == "int8" and cache is None:
-        raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
+    if opts.precision in ("int8", "auto") and cache is None:
+        raise CfnsrError(f"--precision {opts.precision} needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
+    if opts.precision == "auto" and opts.inputs == "media":
+        raise CfnsrError("--precision auto chooses precisions of the network's layer groups: export --inputs features")
     with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
         report = ExportReport(str(checkpoint), ckpt.sha256, opts.precision, model.config.name, fmt.name)
         job = ExportJob(ckpt, model, out, cache, opts, Path(tmp), log, report)
@@ -138,11 +147,17 @@ def check_options(fmt: Format, opts: ExportOptions) -> None:
     defaults = ExportOptions()
     for name, flag in OPTION_FLAGS.items():
         given = getattr(opts, name) != getattr(defaults, name)
+        if name in AUTO_OPTIONS and opts.precision == "auto":
+            continue
+        if given and name in AUTO_OPTIONS and name != "device":
+            raise CfnsrError(f"{flag} applies to --precision auto only")
         if given and name not in fmt.options:
             raise CfnsrError(f"{flag} does not apply to --format {fmt.name} (it takes "
                              f"{', '.join(OPTION_FLAGS[o] for o in fmt.options) or 'none of the format options'})")
-        if given and name in INT8_OPTIONS and opts.precision != "int8":
-            raise CfnsrError(f"{flag} applies to --precision int8 only")
+        if given and name in INT8_OPTIONS and opts.precision != "int8" and not (
+                opts.precision == "auto" and name != "int8_scope"):
+            raise CfnsrError(f"{flag} applies to --precision int8 only"
+                             + (" (auto chooses the layer groups itself)" if opts.precision == "auto" else ""))
     for name in CHOICES:
         check_choice(name, getattr(opts, name))
 
@@ -172,8 +187,17 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     elif opts.precision == "int8":
         graph, calibration = _int8(graph, fp32_path, job)
         job.report.calibration = calibration
-    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess, job.ckpt.sha256),
+    elif opts.precision == "auto":
+        graph, calibration = _auto(graph, fp32_path, job)
+        job.report.calibration = calibration
+    precision = job.report.artifact_precision or opts.precision
+    meta = {**base_metadata(input_spec(graph), precision, job.preprocess, job.ckpt.sha256),
             "input_kind": "features"}
+    if opts.precision == "auto":
+        a = job.report.auto
+        meta["precision_map"] = a["precision_map"]
+        meta["auto"] = {"backend": a["backend_name"], "device": a["device"], "batch": a["batch"],
+                        "threads": a["threads"]}
     if calibration is not None:
         meta["calibration"] = {k: calibration[k] for k in ("method", "clips", "clip_list_sha256", "actors",
                                                            "scope", "high_precision")}
@@ -269,8 +293,8 @@ def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:
     return ExportResult(final, gate.passed, report.to_dict())
 
 
-def _int8(graph, fp32_path: Path, job: ExportJob):
-    """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
+def _calibrate(fp32_path: Path, job: ExportJob):
+    """Activation ranges from training-actor clips, through the range cache."""
     from . import calibrate as calib
 
     cache, split, opts, log = job.cache, job.ckpt.split, job.opts, job.log
@@ -285,10 +309,53 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
                                    job.out.parent / "calibration-cache", progress=opts.progress,
                                    entropy_bins=opts.entropy_bins)
     log("calibration cache " + ("reused: " if info["cache_hit"] else "written: ") + info["cache_file"])
+    return ranges, info
+
+
+def _int8(graph, fp32_path: Path, job: ExportJob):
+    """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
+    opts = job.opts
+    ranges, info = _calibrate(fp32_path, job)
     graph, placement = int8_mod.quantize(graph, ranges, opts.int8_scope, high_precision=opts.high_precision)
     info.update(scope=opts.int8_scope, high_precision=opts.high_precision, quantized_nodes=len(placement.quantize),
                 high_precision_nodes=placement.high_precision, residual_adds=placement.residual)
     return graph, info
+
+
+def _auto(graph, fp32_path: Path, job: ExportJob):
+    """--precision auto: calibrate, then the measured search (export/auto.py) on the validation actors; the search's
+    state and reports go beside the output (NAME.auto.state.json, NAME.auto.search.json/.md/.png)."""
+    from . import auto
+
+    opts = job.opts
+    ranges, info = _calibrate(fp32_path, job)
+    aopts = _auto_options(opts)
+    stem = job.out.with_suffix("") if job.out.suffix == ".onnx" else job.out
+    key = {"checkpoint": job.ckpt.sha256, "calibration": info["cache_key"]}
+    chosen, placement, result, rep = auto.choose(graph, ranges, job.model, job.cache, job.ckpt.split, opts.thresholds,
+                                                 aopts, job.tmp / "auto", stem.with_name(stem.name + ".state.json"),
+                                                 key, opts.progress, job.log)
+    rep["reports"] = auto.write_reports(rep, stem.with_name(stem.name + ".search"))
+    job.report.auto = rep
+    job.report.artifact_precision = result.precision
+    job.log(f"--precision auto chose {result.chosen.name} ({result.precision}): "
+            f"{len(result.int8)} of {len(rep['searchable_groups'])} groups int8; report {rep['reports']['markdown']}")
+    info.update(scope="auto", high_precision=result.float_type,
+                quantized_nodes=len(placement.quantize) if placement else 0,
+                high_precision_nodes=placement.high_precision if placement else {},
+                residual_adds=placement.residual if placement else {})
+    return chosen, info
+
+
+def _auto_options(opts: ExportOptions):
+    """The search's options from the export's, checked (backend, device, budget) before any work."""
+    from . import auto
+
+    aopts = auto.AutoOptions(backend=opts.auto_backend, device=opts.device, batch=opts.auto_batch,
+                             threads=opts.auto_threads, budget=opts.auto_budget,
+                             float_type=opts.high_precision if opts.high_precision != "fp32" else None)
+    auto.resolve(aopts)
+    return aopts
 
 
 def _in_batches(runner, max_batch: int = 8):
@@ -348,12 +415,15 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
     with torch.no_grad():
         ref = batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
     got = infer(video=video, audio=audio)
-    result = compare(ref, got, labels, opts.precision, opts.thresholds)
-    if not result.passed and opts.precision == "int8" and fp32_path is not None:
+    precision = job.report.artifact_precision or opts.precision
+    result = compare(ref, got, labels, precision, opts.thresholds)
+    if not result.passed and precision in ("int8", "mixed") and fp32_path is not None:
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]
         result.divergence = divergence.first_divergence(str(fp32_path), str(art_path), inputs)
-        result.suggestion = divergence.suggest_scope(opts.int8_scope)
+        result.suggestion = (divergence.suggest_scope(opts.int8_scope) if precision == "int8" else
+                             "the mix chosen on the validation actors fails on the test actors: rerun --precision auto "
+                             "with a lower --max-accuracy-drop, or export fp16/fp32")
     log(result.summary())
     return result
 

@@ -33,6 +33,8 @@ class ExportReport:
     output: str | None = None  # the file written (NAME.FAILED.* when the gate failed)
     size_bytes: int | None = None
     sha256: str | None = None
+    auto: dict | None = None  # --precision auto: the search's report (export/auto.py)
+    artifact_precision: str | None = None  # the precision the artifact records (auto: "mixed", or the float type)
 
     def to_dict(self) -> dict:
         """The JSON report; entries a route does not fill are left out."""
@@ -50,7 +52,7 @@ class ExportReport:
             out.update(device=self.device, max_batch=self.max_batch)
         if self.gate is not None:
             out["gate"] = self.gate.to_dict()
-        for key in ("output", "size_bytes", "sha256"):
+        for key in ("output", "size_bytes", "sha256", "auto", "artifact_precision"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -66,7 +68,7 @@ class ExportReport:
             r = self.tensorrt_readiness
             lines.append(f"- TensorRT readiness: {'ok' if r.ok else 'PROBLEMS'}")
             lines += [f"  - {p}" for p in r.problems]
-            if r.high_precision and self.precision == "int8":
+            if r.high_precision and self.precision in ("int8", "auto"):
                 lines.append(f"- layers left in high precision on purpose ({len(r.high_precision)}; TensorRT runs "
                              "them unfused from int8):")
                 lines += [f"  - `{name}`: {why}" for name, why in r.high_precision.items()]
@@ -75,6 +77,13 @@ class ExportReport:
             lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "
                          f"(cache {'reused' if c['cache_hit'] else 'written'}), scope `{c['scope']}`, "
                          f"high precision {c['high_precision']}")
+        if self.auto is not None:
+            a = self.auto
+            lines.append(f"- --precision auto on {a['backend']}: chose **{a['chosen']}** ({a['precision']}, "
+                         f"{len(a['int8_groups'])} of {len(a['searchable_groups'])} groups int8) out of "
+                         f"{len(a['candidates'])} candidates measured; search report "
+                         f"`{Path(a['reports']['markdown']).name}`" + (f"; {a['note']}" if a["note"] else ""))
+            lines += [f"  - {line}" for line in a["reasons"].values()]
         lines += ["", f"## Accuracy gate: {'PASSED' if g.passed else 'FAILED'}", "",
                   markdown_table(["metric", "value"], [
                       ["clips", g.clips], ["top-1 agreement", f"{100 * g.agreement:.2f}%"],

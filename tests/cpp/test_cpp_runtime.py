@@ -83,6 +83,24 @@ def test_info_reads_package_metadata(cpp, aoti, tiny_pt2, trained_tiny):
     assert out["metadata"]["inputs"][0]["shape"] == ["batch", 3, 20, 64, 64]
 
 
+def test_mixed_precision_metadata_round_trips(cpp, aoti, tiny_pt2, held_out, tmp_path):
+    """A --precision auto artifact's metadata (precision "mixed", the precision map of every layer group) is read,
+    kept and reported by the C++ runtime, which has no precision whitelist to refuse it; it runs as before."""
+    from cfnsr.artifact import read_metadata
+    from cfnsr.export.groups import all_groups
+
+    pmap = {g: "int8" if g in ("audio", "attention", "fusion") else "fp32" for g in all_groups()}
+    mixed = rewrite_pt2(tiny_pt2.path, tmp_path / "mixed.pt2", **{"cfnsr.precision": "mixed",
+                                                                  "cfnsr.precision_map": json.dumps(pmap)})
+    assert read_metadata(mixed)["precision_map"] == pmap  # the Python reader sees what C++ is given
+    rc, out, err = infer(cpp, mixed, "--info")
+    assert rc == 0, err
+    assert out["precision"] == "mixed" and out["metadata"]["precision_map"] == pmap
+    video, audio, _ = held_out
+    rc, ran, err = infer(cpp, mixed, *_save(tmp_path / "in", video[:2], audio[:2]))
+    assert rc == 0 and np.array(ran["logits"]).shape == (2, 8), err
+
+
 def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     video, audio, _ = held_out
     good = _save(tmp_path / "good", video[:2], audio[:2])
