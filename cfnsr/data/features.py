@@ -117,6 +117,14 @@ def _as_float(samples: np.ndarray, fmt: str) -> np.ndarray:
     return ((samples.astype(np.float64) - offset) / scale).astype(np.float32)
 
 
+def mono_samples(frame) -> np.ndarray:
+    """A decoded PyAV audio frame as mono float32 (channels averaged)."""
+    a = _as_float(frame.to_ndarray(), frame.format.name)
+    if frame.format.is_planar:
+        return a.mean(axis=0)  # (channels, n) -> mono
+    return a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+
+
 def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """The clip's audio track as mono float32 at its own rate: (samples, rate)."""
     path = Path(path)
@@ -127,12 +135,7 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         chunks, rate = [], stream.rate
         try:
             for frame in container.decode(stream):
-                a = _as_float(frame.to_ndarray(), frame.format.name)
-                if frame.format.is_planar:
-                    a = a.mean(axis=0)  # (channels, n) -> mono
-                else:
-                    a = a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                chunks.append(a)
+                chunks.append(mono_samples(frame))
                 rate = frame.sample_rate
         except Exception as e:
             if not chunks:

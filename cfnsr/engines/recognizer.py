@@ -10,7 +10,7 @@ Everything uses the functions of ``cfnsr.data`` that build the training cache: o
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from ..data.features import (
     to_model_inputs,
 )
 from ..data.spec import PreprocessSpec
-from ..errors import ArtifactError, DataError
+from ..errors import ArtifactError, FaceNotFound
 from . import device_options, load
 from .base import InputError, input_kind
 
@@ -108,11 +108,12 @@ class Recognizer:
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return pred
 
-    def predict(self, frames: np.ndarray, pcm: np.ndarray, sample_rate: int, boxes: np.ndarray | None = None
-                ) -> Prediction:
+    def predict(self, frames: np.ndarray, pcm: np.ndarray, sample_rate: int, boxes: np.ndarray | None = None,
+                audio_offset: float | None = None) -> Prediction:
         """Full video frames (T, H, W, 3) RGB uint8 of one clip, its mono audio at ``sample_rate`` (resampled to the
         spec's rate), and optional face boxes (T, 4) (left, top, right, bottom) per frame; without boxes the
-        detector finds the face. The spec's frames are chosen evenly over the T given."""
+        detector finds the face. The spec's frames are chosen evenly over the T given. ``audio_offset``: where the
+        model's audio starts in ``pcm`` (default the spec's; 0 for a stream window, whose audio is the window)."""
         t0 = time.perf_counter()
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -130,11 +131,18 @@ class Recognizer:
             if boxes.shape != (len(frames), 4):
                 raise InputError(f"boxes: expected ({len(frames)}, 4), one per frame, got {boxes.shape}")
             boxes = boxes[idx]
-        pred = self._predict(frames[idx], pcm, sample_rate, boxes)
+        pred = self._predict(frames[idx], pcm, sample_rate, boxes, audio_offset=audio_offset)
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return pred
 
-    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "") -> Prediction:
+    def stream(self, source, hop: float = 0.5, **options):
+        """The windows of a live source (a file played at its own rate, a device, a network URL): an iterable of
+        records, one per window every ``hop`` seconds (``cfnsr.engines.live.LiveStream``; options there)."""
+        from .live import LiveStream
+
+        return LiveStream(self, source, hop=hop, **options)
+
+    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "", audio_offset=None) -> Prediction:
         timings = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()
         method, note = "landmarks", None
@@ -146,7 +154,7 @@ class Recognizer:
             boxes, method = haar_boxes(frames), "haar"
         if boxes is None:
             if not self.allow_center_crop:
-                raise DataError(f"no face found in {source or 'the frames'}: tried {tried}OpenCV's Haar face "
+                raise FaceNotFound(f"no face found in {source or 'the frames'}: tried {tried}OpenCV's Haar face "
                                 f"detector on {len(frames)} frames. Pass --landmarks CSV (or boxes), or "
                                 "--allow-center-crop to classify the centre of the frame anyway")
             boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
@@ -158,11 +166,12 @@ class Recognizer:
         audio = resample(audio, rate, self.spec.sample_rate)
         timings["resample"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
+        spec = self.spec if audio_offset is None else replace(self.spec, audio_offset=audio_offset)
         if self.kind == "media":
-            pcm, padded = audio_segment(audio, self.spec)
+            pcm, padded = audio_segment(audio, spec)
             inputs = (crops[None], pcm[None])
         else:
-            mfcc, padded = mfcc_features(audio, self.spec)
+            mfcc, padded = mfcc_features(audio, spec)
             video, audio_in = to_model_inputs(crops, mfcc, self.spec)
             inputs = (video[None], audio_in[None])
         timings["features"] = (time.perf_counter() - t) * 1e3
