@@ -378,7 +378,7 @@ class Overlay:
                                                     options={"preset": "veryfast", "tune": "zerolatency"})
                 self._stream.width, self._stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
                 self._stream.pix_fmt = "yuv420p"
-            img = np.ascontiguousarray(rgb[:self._stream.height, :self._stream.width])
+            img = rgb[:self._stream.height, :self._stream.width].copy()  # the stream keeps the frame as it came
             r = self.latest
             if r is not None:
                 if r.get("face"):
