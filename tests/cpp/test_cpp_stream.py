@@ -76,7 +76,8 @@ def test_c_interface_push_api_matches_python_push_api(media, media_pt2, long_cli
     from cfnsr.engines.recognizer import Recognizer
     from cfnsr.engines.stream import StreamRecognizer
 
-    lib = ctypes.CDLL(str(sorted(media.prefix.glob("lib*/libcfnsr_media.so*"))[0]))
+    for name in ("libcfnsr_runtime.so*", "libcfnsr_media.so*"):  # the runtime first: the media library needs it
+        lib = ctypes.CDLL(str(sorted(media.prefix.glob(f"lib*/{name}"))[0]), mode=ctypes.RTLD_GLOBAL)
     lib.cfnsr_stream_default_options.restype = CStreamOptions
     lib.cfnsr_last_error.restype = ctypes.c_char_p
     got, total = _decode_frames(long_clip, set(range(10_000)))
