@@ -195,7 +195,8 @@ class LiveStream:
     def _open_main(self):
         s = self.source
         timeout = (self.timeout, self.timeout) if s.kind == "network" else None
-        container = open_input(s.uri, s.video_format, timeout, device=s.kind == "device")
+        # a microphone of its own: both inputs stamped by the wall clock, the one clock they share
+        container = open_input(s.uri, s.video_format, timeout, device=s.kind == "device" or s.audio is not None)
         if not container.streams.video:
             container.close()
             raise DataError(f"{s.uri} has no video track")
@@ -415,8 +416,8 @@ def status_line(summary: dict, record: dict | None) -> str:
     def ms(v):
         return "-" if v is None else f"{v:.0f}"
 
-    return (f"{summary['stream_s']:7.1f} s  windows {summary['windows']}  dropped {summary['dropped']}"
-            f"+{summary['late']} late  face lost {summary['face_lost']}  gaps {summary['gaps']}  latency p50/p99 "
+    return (f"{summary['stream_s']:7.1f} s  windows {summary['windows']}  dropped {summary['dropped']}  late "
+            f"{summary['late']}  face lost {summary['face_lost']}  gaps {summary['gaps']}  latency p50/p99 "
             f"{ms(lat['p50'])}/{ms(lat['p99'])} ms  model p50 {ms(model['p50'])} ms  "
             f"{summary['windows_per_s'] or 0:.2f} win/s{last}")
 
