@@ -42,6 +42,7 @@ from .base import InputError
 
 STREAM_STAGES = ("decode", "face", "crop", "model")  # reported per window; decode per video frame
 CONTIGUOUS_S = 0.002  # audio chunks closer than this to where the last one ended are contiguous (timestamp jitter)
+JUMP_BACK_S, JUMP_AHEAD_S = 1.0, 10.0  # a video timestamp this far back or ahead is a new clock: a new segment
 
 
 @dataclass
@@ -305,8 +306,23 @@ class StreamRecognizer:
         with self._cond:
             windows = []
             for f, t in zip(frames, ts):
+                w = self.windower
+                if w.origin is not None and not (w.video_end - JUMP_BACK_S <= t <= w.video_end + JUMP_AHEAD_S):
+                    windows += self._new_segment(f"timestamps jumped from {w.video_end:.3f} to {t:.3f} s (the "
+                                                 "source restarted its clock)")
                 windows += self.windower.push_frame(f, float(t), now)
         self._enqueue(windows)
+
+    def _new_segment(self, reason: str) -> list[Window]:
+        """A discontinuity without a stall (with the lock held): the segment's last windows, a gap record of no
+        length, and a new segment going on from the same stream time."""
+        at = self.windower.stream_time()
+        windows = self.windower.end()
+        self.windower = Windower(self.windower.frames, self.windower.duration, self.hop, self.windower.wait,
+                                 offset=at, first_index=self.windower.next_index)
+        self.stats.gaps += 1
+        self._notes.append({"type": "gap", "start_s": round(at, 3), "end_s": round(at, 3), "reason": reason})
+        return windows
 
     def push_audio(self, pcm, timestamp: float, sample_rate: int) -> None:
         """Samples (N,) mono or (N, channels) float, the presentation time of the first one, their rate."""
