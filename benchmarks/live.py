@@ -31,7 +31,7 @@ def make_inputs(work: Path, threads: int) -> tuple[Path, dict[str, Path]]:
         return recording, artifacts
     import numpy as np
 
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
     from cfnsr.data.spec import PreprocessSpec
     from cfnsr.data.synth import generate, write_clip
     from cfnsr.export.pipeline import ExportOptions, export
@@ -40,7 +40,7 @@ def make_inputs(work: Path, threads: int) -> tuple[Path, dict[str, Path]]:
     raw = generate(work / "raw", actors=1, seed=0, workers=threads, progress=False)
     frames, audio, rate = [], [], 48000
     for i, clip in enumerate(["Actor_01/01-01-05-02-01-01-01.mp4", "Actor_01/01-01-03-02-01-01-01.mp4"]):
-        got, total = _decode_frames(raw / clip, set(range(10_000)))
+        got, total = decode_frames(raw / clip, set(range(10_000)))
         pcm, rate = decode_audio(raw / clip)
         frames += [got[k] for k in range(total)]
         audio.append(pcm[:int(total / 30 * rate)])

@@ -214,12 +214,12 @@ def long_clip(synth_raw, tmp_path_factory):
     (H.264 + AAC in an mp4)."""
     import numpy as np
 
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
     from cfnsr.data.synth import write_clip
 
     frames, audio = [], []
     for i, clip in enumerate(["Actor_01/01-01-05-02-01-01-01.mp4", "Actor_01/01-01-03-02-01-01-01.mp4"]):
-        got, total = _decode_frames(synth_raw / clip, set(range(10_000)))
+        got, total = decode_frames(synth_raw / clip, set(range(10_000)))
         pcm, rate = decode_audio(synth_raw / clip)
         frames += [got[k] for k in range(total)]
         audio.append(pcm[:int(total / 30 * rate)])

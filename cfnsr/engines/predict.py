@@ -1,7 +1,8 @@
 """``cfnsr predict``: one clip, many clips, or a long recording's timeline, through one ``Recognizer``.
 
-The model is loaded once; each clip is decoded, its face found (the RAVDESS landmark file when there is one, else
-OpenCV's Haar detector), cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
+The model is loaded once; each clip is decoded, its face found (``find_faces``, preprocessing's policy: the RAVDESS
+landmark file when there is one, else OpenCV's Haar detector, else the frame centre with --allow-center-crop),
+cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
 (sliding windows over a recording) goes to a CSV of probabilities over time and a PNG plot of them.
 """
 
@@ -56,9 +57,11 @@ def expand_inputs(items) -> list[Path]:
     return unique
 
 
-def _save_inputs(folder: Path, arrays) -> None:
+def _save_inputs(folder: Path, inputs: dict) -> None:
+    """The model's two inputs as ``video.npy`` and ``audio.npy``, in the artifact's input order (a media artifact's
+    crops and PCM too): the files ``cfnsr_infer --video --audio`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(("video.npy", "audio.npy"), arrays):
+    for name, arr in zip(("video.npy", "audio.npy"), inputs.values()):
         with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr))
 

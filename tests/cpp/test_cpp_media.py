@@ -70,6 +70,12 @@ def test_media_component_is_installed_as_its_own_target(media):
         assert {"cfnsr_recognize_file", "cfnsr_recognize_frames", "cfnsr_media_crop_faces"} <= set(names)
         leaked = [n for n in names if n.startswith(("cv::", "av_", "avcodec_", "soxr_", "nlohmann::"))]
         assert not leaked, f"implementation symbols exported: {leaked[:5]}"
+        # What it takes from cfnsr_runtime is the runtime's public API: each name is in an installed header.
+        taken = [line.split(" U ", 1)[-1].strip() for line in
+                 run(["nm", "-D", "--undefined-only", "-C", lib]).stdout.splitlines() if " cfnsr" in line]
+        headers = "".join(p.read_text() for p in (prefix / "include" / "cfnsr").iterdir())
+        private = [n for n in taken if "detail::" in n or n.split("(")[0].split("::")[-1].lstrip("~") not in headers]
+        assert taken and not private, f"cfnsr_media uses runtime symbols outside its public headers: {private}"
 
 
 def test_predict_matches_python_on_synthetic_clips(media, media_pt2, synth_raw, recognizer, tmp_path):

@@ -72,7 +72,7 @@ def test_c_interface_push_api_matches_python_push_api(media, media_pt2, long_cli
     """The C interface's push API (frames with timestamps, PCM chunks at 16 kHz with theirs, poll per window) and
     Python's StreamRecognizer fed the same chunks: the same windows and emotions. Then a queue of one with the
     chunks pushed before any poll: the oldest windows dropped and counted, the newest kept."""
-    from cfnsr.data.features import _decode_frames, decode_audio, resample
+    from cfnsr.data.features import decode_audio, decode_frames, resample
     from cfnsr.engines.recognizer import Recognizer
     from cfnsr.engines.stream import StreamRecognizer
 
@@ -80,7 +80,7 @@ def test_c_interface_push_api_matches_python_push_api(media, media_pt2, long_cli
         lib = ctypes.CDLL(str(sorted(media.prefix.glob(f"lib*/{name}"))[0]), mode=ctypes.RTLD_GLOBAL)
     lib.cfnsr_stream_default_options.restype = CStreamOptions
     lib.cfnsr_last_error.restype = ctypes.c_char_p
-    got, total = _decode_frames(long_clip, set(range(10_000)))
+    got, total = decode_frames(long_clip, set(range(10_000)))
     frames = np.stack([got[i] for i in range(total)])
     audio, rate = decode_audio(long_clip)
     pcm16 = resample(audio, rate, 16000)

@@ -372,7 +372,7 @@ def test_udp_stream_sent_over_loopback_then_killed_and_restarted(long_clip, medi
     assert "source lost" in gap["reason"] or "timestamps jumped" in gap["reason"], gap
     # from the last sample before the loss to the first after it (the receiver may lag the sender: not exact)
     assert gap["end_s"] >= gap["start_s"] >= before[-1]["start_s"]
-    assert after[0]["start_s"] >= gap["end_s"] - 1e-6  # stream time goes on across the gap
+    assert after[0]["start_s"] >= gap["end_s"] - 1e-3  # stream time goes on across the gap (a record rounds to ms)
     assert all(r["emotion"] for r in before + after if not r["face_lost"])
     assert [r["window"] for r in before + after] == sorted(r["window"] for r in before + after)
     assert summary["gaps"] == 1 and summary["windows"] >= len(before) + len(after)

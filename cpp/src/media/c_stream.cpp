@@ -1,12 +1,12 @@
 // The C interface of cfnsr::media::Stream (cfnsr/media.h): every entry point catches everything.
 #include <cmath>
 
-#include "../c_model.hpp"
+#include "cfnsr/c_guard.hpp"
 #include "cfnsr/media.h"
 #include "cfnsr/media.hpp"
 
-using cfnsr::detail::fail;
-using cfnsr::detail::guarded;
+using cfnsr::fail;
+using cfnsr::guarded;
 
 struct cfnsr_stream {
   std::unique_ptr<cfnsr::media::Recognizer> rec;
