@@ -506,13 +506,13 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write a CSV row per clip here.")
 @click.option("--timeline", is_flag=True,
               help="Sliding windows over a recording longer than a clip: a CSV of probabilities over time and a PNG.")
-@click.option("--window", type=FiniteFloat(min=0, min_open=True), help="--timeline window, seconds [default: spec].")
-@click.option("--hop", type=FiniteFloat(min=0, min_open=True), help="--timeline hop, seconds [default: spec].")
+@click.option("--hop", type=FiniteFloat(min=0, min_open=True),
+              help="--timeline: seconds between windows (a window is the spec's audio duration) [default: 0.5].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="--timeline: folder for the CSV and PNG.")
 @click.option("--timings", is_flag=True, help="Print the time of each stage (decode, detection, crop, ...).")
 @DEVICE_OPTION
 def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, jsonl, csv_path,
-            timeline, window, hop, out_dir, timings, device) -> None:
+            timeline, hop, out_dir, timings, device) -> None:
     """The emotion of clips: files, folders or globs, the model loaded once (or --timeline over a recording)."""
     from .engines.predict import expand_inputs, predict_clip, predict_many, write_rows, write_timeline
     from .engines.predict import timeline as run_timeline
@@ -530,10 +530,12 @@ def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inpu
             for v in videos:
                 out = Path(out_dir) if out_dir else v.parent
                 check_not_inputs([out / f"{v.stem}.timeline.csv"], [v])
-                rows = run_timeline(v, rec, window, hop)
+                rows = run_timeline(v, rec, hop)
                 csv_out, png_out = out / f"{v.stem}.timeline.csv", out / f"{v.stem}.timeline.png"
                 write_timeline(rows, rec.labels, csv_out, png_out, f"{v.name}: emotion over time ({rec.artifact.name})")
-                click.echo(f"{v}: {len(rows)} windows -> {csv_out}, {png_out}")
+                lost = sum(r["face_lost"] for r in rows)
+                click.echo(f"{v}: {len(rows)} windows{f' ({lost} without a face)' if lost else ''} -> {csv_out}, "
+                           f"{png_out}")
             return
         if len(videos) == 1:
             rows = [predict_clip(rec, videos[0], landmarks, save_inputs)]
@@ -560,6 +562,48 @@ def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inpu
     failed = [r for r in rows if "error" in r]
     if failed and len(failed) == len(rows):
         raise CfnsrError(failed[0]["error"])
+
+
+# ------------------------------------------------------------------------------------------------ live
+@main.command()
+@click.argument("source")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint, ONNX file (features or media), engine or pt2 package.")
+@click.option("--backend", type=BACKEND_CHOICE)
+@DEVICE_OPTION
+@click.option("--hop", default=0.5, show_default=True, type=FiniteFloat(min=0, min_open=True),
+              help="Seconds between windows (a window is the spec's audio duration).")
+@click.option("--fast", is_flag=True, help="A file: as fast as it decodes, every window run (else at its own rate).")
+@click.option("--audio", help="Microphone for a source without sound: an ALSA (hw:1, default) or PulseAudio device.")
+@click.option("--audio-format", type=click.Choice(["alsa", "pulse"]), help="What --audio names [default: alsa].")
+@click.option("--jsonl", type=click.Path(dir_okay=False, allow_dash=True),
+              help="One JSON line per window here ('-': stdout, the default without --csv).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="One CSV row per window here.")
+@click.option("--overlay", type=click.Path(dir_okay=False), help="Also write the video with the face and emotion.")
+@click.option("--max-latency", type=FiniteFloat(min=0, min_open=True),
+              help="Drop a window still waiting this many seconds after its last sample.")
+@click.option("--queue", default=2, show_default=True, type=POSITIVE,
+              help="Windows waiting for the model at most; beyond it the oldest is dropped.")
+@click.option("--reconnect", default=3, show_default=True, type=NON_NEGATIVE,
+              help="Network sources: times in a row a lost stream is reopened (with backoff) before giving up.")
+@click.option("--timeout", default=5.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
+              help="Network sources: seconds without data that count as a lost stream.")
+@click.option("--allow-center-crop", is_flag=True, help="Classify the frame centre when no face is found.")
+@click.option("--threads", type=POSITIVE, help="CPU threads of the model's runtime [default: its own].")
+@click.option("--status-every", default=10.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
+              help="Seconds between status lines when stderr is not a terminal.")
+def live(source, model_path, backend, device, hop, fast, audio, audio_format, jsonl, csv_path, overlay, max_latency,
+         queue, reconnect, timeout, allow_center_crop, threads, status_every) -> None:
+    """An emotion every --hop seconds from a live SOURCE: a file (played at its own rate), /dev/videoN with --audio,
+    or a URL FFmpeg opens (rtsp, rtp, udp, http(s), srt). A summary of latency and drops at the end or on Ctrl-C."""
+    from .engines.live import LiveOptions, run_live
+
+    outputs = [p for p in (jsonl, csv_path, overlay) if p and p != "-"]
+    check_not_inputs(outputs, [source, model_path])
+    for path in outputs:
+        probe_writable(path)
+    run_live(LiveOptions(source, model_path, backend, device, hop, fast, audio, audio_format, jsonl, csv_path,
+                         overlay, max_latency, queue, reconnect, timeout, allow_center_crop, threads, status_every))
 
 
 # ------------------------------------------------------------------------------------------------ demo

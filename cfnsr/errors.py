@@ -17,6 +17,10 @@ class DataError(CfnsrError):
     """Input data (a clip, a landmark file, a feature cache) is missing or malformed."""
 
 
+class FaceNotFound(DataError):
+    """No face in the frames of a clip or a stream window (a stream records it and goes on)."""
+
+
 class ArtifactError(CfnsrError):
     """An exported model or engine is missing, corrupt, or was built for something else."""
 

@@ -158,6 +158,19 @@ def run_checks(root: Path, demo: Path, out: Path, report: dict) -> None:
     if report["cpp"].get("skipped"):
         note("skipped", f"the C++ runtime: {report['cpp']['skipped']}")
 
+    # Live: does this device keep up? `cfnsr live` on a demo clip at its own rate, with the engine where one was built.
+    clips = sorted((demo / "ravdess-synth" / "Actor_01").glob("01-01-05-02-*.mp4"))
+    if has_trt:
+        live_model = next((e for e in (engines.get("int8"), engines.get("fp16")) if e), None)
+    else:
+        live_model = onnx.get("int8")
+    if clips and live_model is not None and live_model.exists():
+        live_out = out / "live.jsonl"
+        if step("live", ["live", clips[0], "--model", live_model, "--jsonl", live_out]) == 0:
+            s = json.loads(live_out.read_text().splitlines()[-1])
+            report["live"] = {"model": str(live_model), **{k: s[k] for k in ("realtime_factor", "latency_ms",
+                                                                               "windows", "dropped", "stages_ms")}}
+
 
 def write_report(out: Path, report: dict) -> int:
     """target_check.json and target_check.md: what ran, what was skipped and why; 1 when a step failed."""
@@ -178,6 +191,11 @@ def write_report(out: Path, report: dict) -> int:
         lines.append(f"- C++ end to end (`cfnsr_predict` vs `cfnsr predict`, {cpp['artifact']}): same emotion and "
                      f"probabilities within 1e-3: {cpp['same_as_python']} (max |dp| {dp:.2g}); warm ms per stage "
                      f"{cpp['warm_median_ms']}")
+    if "live" in report:
+        lv = report["live"]
+        lines.append(f"- live (`cfnsr live` on a clip, {Path(lv['model']).name}): real-time factor "
+                     f"{lv['realtime_factor']} (under 1 keeps up), latency p50/p99 {lv['latency_ms']['p50']}/"
+                     f"{lv['latency_ms']['p99']} ms, {lv['windows']} windows, {lv['dropped']} dropped")
     for key in ("cfnsr_predict", "failed"):
         if key in cpp:
             lines.append(f"- C++ end to end {key}: {cpp[key]}")

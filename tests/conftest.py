@@ -206,3 +206,26 @@ def face_clip(speech_wav, tmp_path_factory):
     path = tmp_path_factory.mktemp("face") / "hopper.mp4"
     write_clip(path, frames, stereo, rate=48000)
     return path
+
+
+@pytest.fixture(scope="session")
+def long_clip(synth_raw, tmp_path_factory):
+    """About 10.5 s for the live-stream tests: a clip, 3.5 s with no face in the picture and silence, another clip
+    (H.264 + AAC in an mp4)."""
+    import numpy as np
+
+    from cfnsr.data.features import decode_audio, decode_frames
+    from cfnsr.data.synth import write_clip
+
+    frames, audio = [], []
+    for i, clip in enumerate(["Actor_01/01-01-05-02-01-01-01.mp4", "Actor_01/01-01-03-02-01-01-01.mp4"]):
+        got, total = decode_frames(synth_raw / clip, set(range(10_000)))
+        pcm, rate = decode_audio(synth_raw / clip)
+        frames += [got[k] for k in range(total)]
+        audio.append(pcm[:int(total / 30 * rate)])
+        if i == 0:
+            frames += [np.full_like(got[0], 60)] * 105
+            audio.append(np.zeros(int(3.5 * rate), np.float32))
+    path = tmp_path_factory.mktemp("live") / "long.mp4"
+    write_clip(path, frames, np.concatenate(audio), rate=rate)
+    return path

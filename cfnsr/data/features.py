@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, FaceNotFound
 from .spec import PreprocessSpec
 
 CROP_METHODS = ("landmarks", "haar", "center")
@@ -130,6 +130,14 @@ def _as_float(samples: np.ndarray, fmt: str) -> np.ndarray:
     return ((samples.astype(np.float64) - offset) / scale).astype(np.float32)
 
 
+def mono_samples(frame) -> np.ndarray:
+    """A decoded PyAV audio frame as mono float32 (channels averaged)."""
+    a = _as_float(frame.to_ndarray(), frame.format.name)
+    if frame.format.is_planar:
+        return a.mean(axis=0)  # (channels, n) -> mono
+    return a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+
+
 def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """The clip's audio track as mono float32 at its own rate: (samples, rate)."""
     path = Path(path)
@@ -140,12 +148,7 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         chunks, rate = [], stream.rate
         try:
             for frame in container.decode(stream):
-                a = _as_float(frame.to_ndarray(), frame.format.name)
-                if frame.format.is_planar:
-                    a = a.mean(axis=0)  # (channels, n) -> mono
-                else:
-                    a = a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                chunks.append(a)
+                chunks.append(mono_samples(frame))
                 rate = frame.sample_rate
         except Exception as e:
             if not chunks:
@@ -262,8 +265,8 @@ def find_faces(frames: np.ndarray, boxes: np.ndarray | None = None, *, boxes_fro
     1. ``boxes`` (from landmarks, or a caller's) when they can be a face (``box_problem``; else the note says why
        not, naming ``boxes_from``);
     2. OpenCV's Haar detector, when ``detector``;
-    3. the centre of the frame, only when ``allow_center_crop``; otherwise a DataError saying what was tried in
-       ``source`` (``tried`` names what the caller tried first) and ``fix``.
+    3. the centre of the frame, only when ``allow_center_crop``; otherwise FaceNotFound (a DataError) saying what was
+       tried in ``source`` (``tried`` names what the caller tried first) and ``fix``.
     """
     note = None
     if boxes is not None:
@@ -277,7 +280,7 @@ def find_faces(frames: np.ndarray, boxes: np.ndarray | None = None, *, boxes_fro
             return Faces(found, "haar", note)
     if not allow_center_crop:
         what = f"OpenCV's Haar face detector on {len(frames)} frames" if detector else "no face detector (turned off)"
-        raise DataError(f"no face found in {source}: tried {tried}{what}. Pass {fix}")
+        raise FaceNotFound(f"no face found in {source}: tried {tried}{what}. Pass {fix}")
     return Faces(center_boxes(len(frames), *frames.shape[1:3]), "center", note)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..data.ravdess import find_landmarks, parse_name
 from ..errors import DataError
 from ..fileio import atomic_path, write_text
-from .recognizer import STAGES, Prediction, Recognizer
+from .recognizer import STAGES, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
@@ -115,50 +115,26 @@ def write_rows(rows: list[dict], labels: list[str], jsonl: Path | None = None, c
         write_text(csv_path, buf.getvalue())
 
 
-def timeline(video: str | Path, rec: Recognizer, window: float | None = None, hop: float | None = None,
-             progress: bool = True) -> list[dict]:
-    """Sliding windows over a recording longer than a clip: one prediction per window.
+def timeline(video: str | Path, rec: Recognizer, hop: float | None = None, progress: bool = True) -> list[dict]:
+    """Sliding windows over a recording longer than a clip: one record per window, by the window rule of
+    ``cfnsr.engines.stream`` (the spec's audio duration, its frames sampled across it, one window per ``hop``
+    seconds, default 0.5): the windows ``cfnsr live`` gives on the same file. A window without a face is a record
+    saying so (``face_lost``), not an error."""
+    from .live import file_windows
 
-    Defaults from the spec: a window is the audio offset + duration + offset (the clip the model was trained on,
-    centred), the hop half the audio duration. Each window's frames are the spec's count evenly spaced in it; the
-    face is found per window; audio is cut from the window as from a clip."""
-    from tqdm import tqdm
-
-    from ..data.features import decode_audio, decode_frames, frame_indices, frame_rate
-
-    s = rec.spec
-    window = window or 2 * s.audio_offset + s.audio_duration
-    hop = hop or s.audio_duration / 2
-    if window <= 0 or hop <= 0:
-        raise DataError(f"--window and --hop must be positive (got {window}, {hop})")
-    video = Path(video)
-    fps = frame_rate(video)
-    audio, rate = decode_audio(video)
-    duration = len(audio) / rate
-    starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
-    picks = {t0: np.minimum((t0 * fps + frame_indices(max(int(window * fps), 1), s.frames)).astype(int), 10**9)
-             for t0 in starts}
-    keep = {int(i) for idx in picks.values() for i in idx}
-    got, total = decode_frames(video, keep)
-    rows = []
-    for t0 in tqdm(starts, desc="timeline", unit="window", disable=not progress):
-        idx = [min(int(i), total - 1) for i in picks[t0]]
-        idx = [i if i in got else max(k for k in got if k <= i) for i in idx]
-        frames = np.stack([got[i] for i in idx])
-        seg = audio[int(t0 * rate): int((t0 + window) * rate)]
-        pred: Prediction = rec.predict(frames, seg, rate)
-        rows.append({"start_s": round(float(t0), 3), "end_s": round(float(t0 + window), 3), "emotion": pred.emotion,
-                     "crop": pred.crop, **{f"p_{k}": v for k, v in pred.probabilities.items()}})
-    return rows
+    return file_windows(rec, video, 0.5 if hop is None else hop, progress)
 
 
 def write_timeline(rows: list[dict], labels: list[str], csv_path: Path, png_path: Path, title: str) -> None:
+    from .live import csv_columns, flat_row
+
     buf = io.StringIO()
-    w = csv.DictWriter(buf, ["start_s", "end_s", "emotion", "crop", *[f"p_{k}" for k in labels]])
+    w = csv.DictWriter(buf, csv_columns(labels))
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(flat_row(r, labels) for r in rows)
     write_text(csv_path, buf.getvalue())
     from ..reports import plot_timeline
 
-    plot_timeline([(r["start_s"] + r["end_s"]) / 2 for r in rows], {k: [r[f"p_{k}"] for r in rows] for k in labels},
-                  png_path, title)
+    nan = float("nan")
+    plot_timeline([(r["start_s"] + r["end_s"]) / 2 for r in rows],
+                  {k: [(r["probabilities"] or {}).get(k, nan) for r in rows] for k in labels}, png_path, title)

@@ -12,7 +12,7 @@ Everything uses the functions of ``cfnsr.data`` that build the training cache: o
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +105,12 @@ class Recognizer:
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return pred
 
-    def predict(self, frames: np.ndarray, pcm: np.ndarray, sample_rate: int, boxes: np.ndarray | None = None
-                ) -> Prediction:
+    def predict(self, frames: np.ndarray, pcm: np.ndarray, sample_rate: int, boxes: np.ndarray | None = None,
+                audio_offset: float | None = None) -> Prediction:
         """Full video frames (T, H, W, 3) RGB uint8 of one clip, its mono audio at ``sample_rate`` (resampled to the
         spec's rate), and optional face boxes (T, 4) (left, top, right, bottom) per frame; without boxes the
-        detector finds the face. The spec's frames are chosen evenly over the T given."""
+        detector finds the face. The spec's frames are chosen evenly over the T given. ``audio_offset``: where the
+        model's audio starts in ``pcm`` (default the spec's; 0 for a stream window, whose audio is the window)."""
         t0 = time.perf_counter()
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -127,12 +128,19 @@ class Recognizer:
             if boxes.shape != (len(frames), 4):
                 raise InputError(f"boxes: expected ({len(frames)}, 4), one per frame, got {boxes.shape}")
             boxes = boxes[idx]
-        pred = self._predict(frames[idx], pcm, sample_rate, boxes)
+        pred = self._predict(frames[idx], pcm, sample_rate, boxes, audio_offset=audio_offset)
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return pred
 
-    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "", boxes_from: str = "boxes"
-                 ) -> Prediction:
+    def stream(self, source, hop: float = 0.5, **options):
+        """The windows of a live source (a file played at its own rate, a device, a network URL): an iterable of
+        records, one per window every ``hop`` seconds (``cfnsr.engines.live.LiveStream``; options there)."""
+        from .live import LiveStream
+
+        return LiveStream(self, source, hop=hop, **options)
+
+    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "", boxes_from: str = "boxes",
+                 audio_offset: float | None = None) -> Prediction:
         timings = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()
         faces = find_faces(frames, boxes, boxes_from=boxes_from, allow_center_crop=self.allow_center_crop,
@@ -148,11 +156,12 @@ class Recognizer:
         audio = resample(audio, rate, self.spec.sample_rate)
         timings["resample"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
+        spec = self.spec if audio_offset is None else replace(self.spec, audio_offset=audio_offset)
         if self.kind == "media":
-            pcm, padded = audio_segment(audio, self.spec)
+            pcm, padded = audio_segment(audio, spec)
             inputs = {"frames": crops[None], "pcm": pcm[None]}
         else:
-            mfcc, padded = mfcc_features(audio, self.spec)
+            mfcc, padded = mfcc_features(audio, spec)
             video, audio_in = to_model_inputs(crops, mfcc, self.spec)
             inputs = {"video": video[None], "audio": audio_in[None]}
         timings["features"] = (time.perf_counter() - t) * 1e3

@@ -2,6 +2,12 @@
 //
 //   cfnsr_predict MODEL clip.mp4 [--landmarks CSV] [--json] [--repeat N] [--threads N] [--device N]
 //                 [--cascade XML] [--allow-center-crop] [--save-inputs DIR] [--ffmpeg-log]
+//   cfnsr_predict MODEL URL|FILE --live [--fast] [--hop S] [--queue N] [--max-latency S] [--threads N] ...
+//
+// --live: a stream (cfnsr::media::Stream, what `cfnsr live` does): a file played at its own rate (--fast: as fast
+// as it decodes, no window dropped) or a URL FFmpeg opens; one JSON line per window (stream time, emotion,
+// probabilities, face box, face_lost / audio_padded, latency) and a last summary line (windows, dropped, latency
+// p50/p99).
 //
 // MODEL is a media artifact (`cfnsr export CHECKPOINT --inputs media --format pt2`, or an engine built from a media
 // ONNX file). Prints the emotion, the probabilities, how the face was found and the time of each stage (decode,
@@ -13,6 +19,7 @@
 // Camera frames + microphone samples instead of a file: see README ("C++: camera frames and PCM"); the only change
 // is Recognizer::predict(frames, pcm, count, rate) in place of predict_file.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <iomanip>
@@ -30,7 +37,9 @@ namespace {
 int usage(const std::string& why) {
   std::cerr << "cfnsr_predict: " << why << "\n"
             << "usage: cfnsr_predict MODEL CLIP [--landmarks CSV] [--json] [--repeat N] [--threads N] [--device N] "
-               "[--cascade XML] [--allow-center-crop] [--save-inputs DIR] [--ffmpeg-log]\n";
+               "[--cascade XML] [--allow-center-crop] [--save-inputs DIR] [--ffmpeg-log]\n"
+            << "       cfnsr_predict MODEL URL|FILE --live [--fast] [--hop S] [--queue N] [--max-latency S] "
+               "[--threads N] [--device N] [--cascade XML] [--allow-center-crop]\n";
   return 64;
 }
 
@@ -71,14 +80,55 @@ void save_inputs(const std::string& dir, const cfnsr::media::Recognizer& rec) {
   }
 }
 
+// --live: one JSON line per window as it comes, then the summary.
+int live(const std::string& model_path, const std::string& source, const cfnsr::media::RecognizerOptions& options,
+         cfnsr::media::StreamOptions so, bool fast) {
+  cfnsr::media::Recognizer rec(model_path, options);
+  const bool file = source.find("://") == std::string::npos;
+  so.wait = file ? INFINITY : 1.0;  // a file's tracks both reach its end, however it interleaves them
+  so.block = fast;
+  const auto labels = rec.model().info().labels;
+  cfnsr::media::Stream stream(rec, so, [&](const cfnsr::media::Window& w) {
+    std::ostringstream o;
+    o << std::setprecision(10) << "{\"type\": \"window\", \"window\": " << w.index << ", \"start_s\": " << w.start
+      << ", \"end_s\": " << w.end << ", \"emotion\": " << (w.face_lost ? "null" : quoted(w.emotion))
+      << ", \"probabilities\": ";
+    if (w.face_lost) {
+      o << "null, \"face\": null, \"crop\": null";
+    } else {
+      o << "{";
+      for (std::size_t i = 0; i < labels.size(); ++i) o << (i ? ", " : "") << quoted(labels[i]) << ": " << w.probabilities[i];
+      o << "}, \"face\": [" << w.face.left << ", " << w.face.top << ", " << w.face.right << ", " << w.face.bottom
+        << "], \"crop\": " << quoted(w.crop);
+    }
+    auto flag = [](bool b) { return b ? "true" : "false"; };
+    o << ", \"face_lost\": " << flag(w.face_lost) << ", \"face_fallback\": " << flag(w.face_fallback)
+      << ", \"audio_padded\": " << flag(w.audio_padded) << ", \"latency_ms\": " << w.latency_ms
+      << ", \"timings_ms\": {\"face\": " << w.face_ms << ", \"crop\": " << w.crop_ms << ", \"model\": " << w.model_ms
+      << "}}\n";
+    std::cout << o.str() << std::flush;
+  });
+  cfnsr::media::read_into(source, stream, !(file && fast));
+  stream.close();
+  const auto s = stream.stats();
+  std::cout << std::setprecision(6) << "{\"type\": \"summary\", \"source\": " << quoted(source)
+            << ", \"windows\": " << s.windows << ", \"dropped\": " << s.dropped << ", \"late\": " << s.late
+            << ", \"face_lost\": " << s.face_lost << ", \"max_queue\": " << s.max_queue
+            << ", \"latency_ms\": {\"p50\": " << s.latency_p50_ms << ", \"p99\": " << s.latency_p99_ms
+            << "}, \"busy_ms\": {\"p50\": " << s.busy_p50_ms << ", \"p99\": " << s.busy_p99_ms
+            << "}, \"realtime_factor\": " << s.busy_p50_ms / (1e3 * so.hop) << "}\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> positional;
   std::string landmarks, save_dir;
-  bool as_json = false, ffmpeg_log = false;
+  bool as_json = false, ffmpeg_log = false, is_live = false, fast = false;
   int repeat = 0;
   cfnsr::media::RecognizerOptions options;
+  cfnsr::media::StreamOptions stream_options;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -93,7 +143,19 @@ int main(int argc, char** argv) {
         if (used != v.size() || n < min) throw std::invalid_argument(a + " takes an integer >= " + std::to_string(min));
         return n;
       };
+      auto seconds = [&]() {
+        const std::string v = value();
+        std::size_t used = 0;
+        const double x = std::stod(v, &used);
+        if (used != v.size() || !(x >= 0) || !std::isfinite(x)) throw std::invalid_argument(a + " takes seconds >= 0");
+        return x;
+      };
       if (a == "--landmarks") landmarks = value();
+      else if (a == "--live") is_live = true;
+      else if (a == "--fast") fast = true;
+      else if (a == "--hop") stream_options.hop = seconds();
+      else if (a == "--queue") stream_options.queue = static_cast<std::size_t>(number(1));
+      else if (a == "--max-latency") stream_options.max_latency = seconds();
       else if (a == "--json") as_json = true;
       else if (a == "--repeat") repeat = number(0);
       else if (a == "--threads") options.model.num_threads = number(0);
@@ -114,6 +176,7 @@ int main(int argc, char** argv) {
   const std::string& clip = positional[1];
   try {
     cfnsr::media::ffmpeg_messages(ffmpeg_log);  // a corrupt file's decoder chatter stays out of the output
+    if (is_live) return live(model_path, clip, options, stream_options, fast);
     cfnsr::media::Recognizer rec(model_path, options);
     cfnsr::media::Prediction p = rec.predict_file(clip, landmarks);
     if (!save_dir.empty()) save_inputs(save_dir, rec);

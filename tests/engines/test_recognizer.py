@@ -81,10 +81,11 @@ def test_predict_many_clips_writes_jsonl_and_csv(synth_raw, media_onnx, tmp_path
 def test_timeline_writes_csv_and_png(synth_raw, media_onnx, tmp_path):
     clip = synth_raw / HELD_OUT[4]
     res = CliRunner().invoke(main, ["predict", str(clip), "--model", str(media_onnx.path), "--timeline",
-                                    "--window", "2", "--hop", "0.5", "--out", str(tmp_path)])
+                                    "--hop", "0.25", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     csv_text = (tmp_path / f"{clip.stem}.timeline.csv").read_text().splitlines()
-    assert csv_text[0].startswith("start_s,end_s,emotion,crop,p_neutral") and len(csv_text) >= 3
+    assert csv_text[0].startswith("window,start_s,end_s,emotion,crop,face_lost,") and "p_neutral" in csv_text[0]
+    assert len(csv_text) >= 4  # a 3.3 s clip: windows of 2.45 s every 0.25 s
     png = (tmp_path / f"{clip.stem}.timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

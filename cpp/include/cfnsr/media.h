@@ -86,6 +86,73 @@ CFNSR_API cfnsr_status cfnsr_media_crop_faces(const cfnsr_model* model, const ui
 CFNSR_API cfnsr_status cfnsr_media_prepare_pcm(const cfnsr_model* model, const float* pcm, size_t count,
                                                double sample_rate, float* out, size_t out_capacity, int* padded);
 
+/* Live streams (cfnsr::media::Stream): push frames with their presentation times and PCM chunks with the time of
+ * their first sample (any rate); one window every `hop` seconds (the spec's audio duration long, its frames chosen
+ * as a clip's are, its audio placed by timestamps), run by a worker thread that calls `callback`, or by
+ * cfnsr_stream_poll in the caller's thread when callback is NULL. When the model is slower than the hop, the
+ * oldest waiting windows are dropped and counted.
+ *
+ *   cfnsr_stream* s = NULL;
+ *   cfnsr_stream_open("model.media.fp32.pt2", NULL, NULL, NULL, NULL, &s);
+ *   cfnsr_stream_push_frames(s, rgb, 1, 480, 640, 0, &t_frame);
+ *   cfnsr_stream_push_audio(s, pcm, 1024, t_pcm, 48000.0);
+ *   cfnsr_window w; int got;
+ *   while (cfnsr_stream_poll(s, &w, &got) == CFNSR_OK && got) printf("%.2f %s\n", w.start_s, w.emotion);
+ *   cfnsr_stream_close(s);
+ */
+typedef struct cfnsr_stream cfnsr_stream;
+
+typedef struct cfnsr_stream_options {
+  double hop;         /* seconds between windows (default 0.5) */
+  size_t queue;       /* complete windows waiting at most (default 2); the oldest is dropped beyond it */
+  double max_latency; /* seconds after its last sample a waiting window is dropped; 0: no limit (default) */
+  double wait;        /* seconds of one track waited for when the other stalls (default 1; INFINITY for a file) */
+  int block;          /* nonzero: a full queue makes push wait instead of dropping (default 0) */
+} cfnsr_stream_options;
+
+/* One window. Pointers are owned by the stream, valid until the next poll (or the callback's return). */
+typedef struct cfnsr_window {
+  int64_t index;
+  double start_s, end_s;      /* stream seconds from the first video frame */
+  int64_t label_id;           /* -1 when face_lost */
+  const char* emotion;        /* "" when face_lost */
+  size_t num_classes;         /* 0 when face_lost */
+  const float* probabilities;
+  const char* crop;           /* "haar", "center", or "" */
+  cfnsr_box face;             /* the face box of the last frame the model saw */
+  int face_lost, face_fallback, audio_padded;
+  double latency_ms;          /* from the window's last sample to its prediction */
+} cfnsr_window;
+
+typedef struct cfnsr_stream_stats {
+  int64_t windows, dropped, late, face_lost;
+  size_t max_queue;
+  double latency_p50_ms, latency_p99_ms, busy_p50_ms, busy_p99_ms;
+} cfnsr_stream_stats;
+
+typedef void (*cfnsr_window_callback)(const cfnsr_window* window, void* user);
+
+CFNSR_API cfnsr_stream_options cfnsr_stream_default_options(void);
+/* Open a media artifact for a stream (the stream owns its recognizer). Options and callback may be NULL. */
+CFNSR_API cfnsr_status cfnsr_stream_open(const char* artifact, const cfnsr_recognizer_options* recognizer_options,
+                                         const cfnsr_stream_options* options, cfnsr_window_callback callback,
+                                         void* user, cfnsr_stream** stream);
+/* count RGB frames laid out as in cfnsr_recognize_frames, timestamps[count] in seconds. */
+CFNSR_API cfnsr_status cfnsr_stream_push_frames(cfnsr_stream* stream, const uint8_t* frames, size_t count,
+                                                int height, int width, size_t stride, const double* timestamps);
+/* Mono PCM at sample_rate; timestamp: seconds of its first sample. */
+CFNSR_API cfnsr_status cfnsr_stream_push_audio(cfnsr_stream* stream, const float* pcm, size_t count,
+                                               double timestamp, double sample_rate);
+/* Without a callback: run the next complete window into *out (*got = 1), or *got = 0 when none is waiting. */
+CFNSR_API cfnsr_status cfnsr_stream_poll(cfnsr_stream* stream, cfnsr_window* out, int* got);
+/* The stream ended: its last windows complete (then poll them, or the callback gets them before close returns). */
+CFNSR_API cfnsr_status cfnsr_stream_end(cfnsr_stream* stream);
+CFNSR_API cfnsr_status cfnsr_stream_stats_get(const cfnsr_stream* stream, cfnsr_stream_stats* out);
+/* Decode a file or URL into the stream (FFmpeg); paced: at its own rate. Ends the stream when the input ends. */
+CFNSR_API cfnsr_status cfnsr_stream_read(cfnsr_stream* stream, const char* url, int paced, double timeout_s);
+/* End the stream, wait for the callback's last windows, free it. */
+CFNSR_API void cfnsr_stream_close(cfnsr_stream* stream);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -14,6 +14,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -167,6 +169,12 @@ class CFNSR_API Recognizer {
   Prediction predict(const std::vector<Image>& frames, const float* pcm, std::size_t pcm_count, double sample_rate,
                      const std::vector<Box>* boxes = nullptr);
 
+  // One window of a stream (Stream): the spec's frames, already chosen, and the window's mono audio at sample_rate,
+  // used whole (no audio offset: the window is what the model hears). No face (without allow_center_crop) is not
+  // an error here: a Prediction with label_id -1 and crop "" (the stream records the window as face_lost).
+  Prediction predict_window(const std::vector<Image>& frames, const float* pcm, std::size_t pcm_count,
+                            double sample_rate);
+
   const Spec& spec() const noexcept;
   Model& model() noexcept;
   // The model's inputs of the last prediction: uint8 crops (T, S, S, 3) and PCM (L), as `cfnsr predict
@@ -178,5 +186,71 @@ class CFNSR_API Recognizer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// ------------------------------------------------------------------------------------------------ live streams
+// cfnsr.engines.stream in C++, the same window rule and drop policy: window k starts k * hop seconds after the
+// first video frame and lasts spec.audio_duration; its frames are the spec's count chosen (frame_indices) among
+// those whose timestamp lies in [start, start + duration); its audio the samples of that interval placed by their
+// timestamps (a gap is zeros and marks the window padded), resampled to the spec's rate and used whole. A window is
+// complete when a frame at or after its end arrived and the audio reaches its end (or `wait` seconds of one track
+// after the other stalled). Complete windows wait in a queue of `queue`; when it is full the oldest is dropped.
+//
+//   cfnsr::media::Stream stream(rec, {}, [](const cfnsr::media::Window& w) { ... });   // a worker runs windows
+//   stream.push_frame(image, t);                      // RGB frame, presentation time in seconds (capture thread)
+//   stream.push_audio(pcm, n, t, 48000);              // mono samples at any rate, time of the first one
+//   ... or without a callback: for (auto& w : stream.poll()) ...   (windows run in the caller's thread)
+struct StreamOptions {
+  double hop = 0.5;                                    // seconds between windows
+  std::size_t queue = 2;                               // complete windows waiting at most
+  double max_latency = 0;                              // s after its last sample a waiting window is dropped; 0: off
+  double wait = 1.0;                                   // s of one track a stalled other is waited for (inf: a file)
+  bool block = false;                                  // a full queue makes push wait instead of dropping
+};
+
+struct Window {
+  int64_t index = 0;
+  double start = 0, end = 0;                           // stream seconds from the first video frame
+  std::string emotion;                                 // "" when face_lost
+  int64_t label_id = -1;
+  std::vector<float> probabilities;                    // per label (empty when face_lost)
+  std::string crop;                                    // "haar", "center", or "" when face_lost
+  Box face;                                            // the face box of the last frame the model saw
+  bool face_lost = false, face_fallback = false, audio_padded = false;
+  double latency_ms = 0;                               // from the window's last sample to its prediction
+  double face_ms = 0, crop_ms = 0, model_ms = 0;       // model: resample + the model
+};
+
+struct StreamStats {
+  int64_t windows = 0, dropped = 0, late = 0, face_lost = 0;
+  std::size_t max_queue = 0;
+  double latency_p50_ms = 0, latency_p99_ms = 0, busy_p50_ms = 0, busy_p99_ms = 0;  // busy: one window's work
+};
+
+class CFNSR_API Stream {
+ public:
+  // recognizer must outlive the stream and is used by it only (its worker thread, or poll()'s caller).
+  explicit Stream(Recognizer& recognizer, const StreamOptions& options = StreamOptions(),
+                  std::function<void(const Window&)> callback = nullptr);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  // Frames and samples are copied. Error(InvalidArgument) for a bad frame or chunk.
+  void push_frame(const Image& frame, double timestamp);
+  void push_audio(const float* pcm, std::size_t count, double timestamp, double sample_rate);
+  void end();                        // the stream ended: complete the last windows
+  std::vector<Window> poll();        // without a callback: run the complete windows now, in order
+  void close();                      // end(), then wait for the worker to run what is queued
+  StreamStats stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Decode a file or a network URL with FFmpeg into a stream: its first video and audio tracks, each frame with its
+// presentation time; `paced`: no sooner than the timestamps say (a file at its own rate). Returns when the input
+// ends; Error(Media) naming the input and FFmpeg's reason when it cannot be opened or has no audio.
+CFNSR_API void read_into(const std::string& url, Stream& stream, bool paced, double timeout_s = 5.0);
 
 }  // namespace cfnsr::media

@@ -11,7 +11,9 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <thread>
 #include <memory>
 #include <set>
 
@@ -143,6 +145,23 @@ bool full_range(const AVFrame* f) {
          fmt == AV_PIX_FMT_YUVJ440P;
 }
 
+// A decoded frame as RGB24 rows (bilinear, the frame's own colorspace and range), as PyAV's to_ndarray("rgb24").
+std::vector<uint8_t> to_rgb(const AVFrame* f, std::unique_ptr<SwsContext, SwsFree>& sws, const std::string& path) {
+  SwsContext* s = sws_getCachedContext(sws.release(), f->width, f->height, static_cast<AVPixelFormat>(f->format),
+                                       f->width, f->height, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr,
+                                       nullptr);
+  sws.reset(s);
+  if (!s) bad_media(path + ": cannot convert pixel format " +
+                    or_unknown(av_get_pix_fmt_name(static_cast<AVPixelFormat>(f->format))) + " to RGB");
+  const int* table = sws_getCoefficients(sws_colorspace(f));
+  sws_setColorspaceDetails(s, table, full_range(f) ? 1 : 0, table, 1, 0, 1 << 16, 1 << 16);
+  std::vector<uint8_t> rgb(static_cast<std::size_t>(f->width) * f->height * 3);
+  uint8_t* dst[4] = {rgb.data(), nullptr, nullptr, nullptr};
+  int dst_stride[4] = {f->width * 3, 0, 0, 0};
+  sws_scale(s, f->data, f->linesize, 0, f->height, dst, dst_stride);
+  return rgb;
+}
+
 struct VideoPass {
   std::set<int64_t> keep;
   std::vector<std::pair<int64_t, std::vector<uint8_t>>> got;
@@ -168,19 +187,7 @@ VideoPass decode_frames(const std::string& path, const std::set<int64_t>& keep) 
       bad_media(path + ": frame " + std::to_string(i) + " is " + std::to_string(f->width) + "x" +
                 std::to_string(f->height) + ", the first kept frame " + std::to_string(pass.width) + "x" +
                 std::to_string(pass.height) + " (a resolution change mid-clip is not supported)");
-    SwsContext* s = sws_getCachedContext(sws.release(), f->width, f->height, static_cast<AVPixelFormat>(f->format),
-                                         f->width, f->height, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr,
-                                         nullptr);
-    sws.reset(s);
-    if (!s) bad_media(path + ": cannot convert pixel format " +
-                      or_unknown(av_get_pix_fmt_name(static_cast<AVPixelFormat>(f->format))) + " to RGB");
-    const int* table = sws_getCoefficients(sws_colorspace(f));
-    sws_setColorspaceDetails(s, table, full_range(f) ? 1 : 0, table, 1, 0, 1 << 16, 1 << 16);
-    std::vector<uint8_t> rgb(static_cast<std::size_t>(f->width) * f->height * 3);
-    uint8_t* dst[4] = {rgb.data(), nullptr, nullptr, nullptr};
-    int dst_stride[4] = {f->width * 3, 0, 0, 0};
-    sws_scale(s, f->data, f->linesize, 0, f->height, dst, dst_stride);
-    pass.got.emplace_back(i, std::move(rgb));
+    pass.got.emplace_back(i, to_rgb(f, sws, path));
   });
   if (pass.total == 0) bad_media(path + ": the video track has no decodable frames");
   return pass;
@@ -231,6 +238,32 @@ int channels_of(const AVFrame* f) {
 #endif
 }
 
+// A decoded audio frame appended as mono: channels averaged in float32, summed in channel order, then divided
+// (numpy's mean over the channel axis).
+void append_mono(const AVFrame* f, std::vector<float>& out) {
+  const auto sf = static_cast<AVSampleFormat>(f->format);
+  const int ch = std::max(channels_of(f), 1);
+  const bool planar = av_sample_fmt_is_planar(sf) != 0;
+  const std::size_t n = static_cast<std::size_t>(f->nb_samples);
+  for (std::size_t i = 0; i < n; ++i) {
+    float sum = 0.0f;
+    for (int c = 0; c < ch; ++c)
+      sum += planar ? sample(f->extended_data[c], sf, i) : sample(f->extended_data[0], sf, i * ch + c);
+    out.push_back(ch == 1 ? sum : sum / static_cast<float>(ch));
+  }
+}
+
+// The presentation time of a frame in seconds, rounded once (pts * num / den), as PyAV's frame.time.
+double seconds(int64_t pts, AVRational tb) {
+  return static_cast<double>(pts * tb.num) / static_cast<double>(tb.den);
+}
+
+// Interrupts a blocking FFmpeg call (open, read) once `deadline` passed: a network stream that stalls.
+struct Deadline {
+  std::chrono::steady_clock::time_point at;
+  static int check(void* self) { return std::chrono::steady_clock::now() > static_cast<Deadline*>(self)->at; }
+};
+
 }  // namespace
 
 std::vector<Image> Video::images() const {
@@ -269,21 +302,80 @@ Audio decode_audio(const std::string& path) {
   Audio a;
   a.sample_rate = ctx->sample_rate;
   const int64_t frames = decode_stream(fmt.get(), index, ctx.get(), path, "audio", [&](AVFrame* f, int64_t) {
-    const auto sf = static_cast<AVSampleFormat>(f->format);
-    const int ch = std::max(channels_of(f), 1);
-    const bool planar = av_sample_fmt_is_planar(sf) != 0;
-    const std::size_t n = static_cast<std::size_t>(f->nb_samples);
-    // Channels averaged in float32, summed in channel order, then divided (numpy's mean over the channel axis).
-    for (std::size_t i = 0; i < n; ++i) {
-      float sum = 0.0f;
-      for (int c = 0; c < ch; ++c)
-        sum += planar ? sample(f->extended_data[c], sf, i) : sample(f->extended_data[0], sf, i * ch + c);
-      a.samples.push_back(ch == 1 ? sum : sum / static_cast<float>(ch));
-    }
+    append_mono(f, a.samples);
     a.sample_rate = f->sample_rate;
   });
   if (frames == 0 || a.samples.empty()) bad_media(path + ": the audio track has no decodable samples");
   return a;
+}
+
+void read_into(const std::string& url, Stream& stream, bool paced, double timeout_s) {
+  using std::chrono::steady_clock;
+  const bool network = url.find("://") != std::string::npos;
+  if (!network && !std::ifstream(url).good()) bad_media(url + ": no such file");
+  if (network) avformat_network_init();
+  const auto span = std::chrono::duration_cast<steady_clock::duration>(std::chrono::duration<double>(timeout_s));
+  Deadline deadline{steady_clock::now() + span};
+  AVFormatContext* raw = avformat_alloc_context();
+  if (raw == nullptr) throw Error(Status::Runtime, "FFmpeg: out of memory");
+  raw->interrupt_callback = {&Deadline::check, &deadline};
+  int r = avformat_open_input(&raw, url.c_str(), nullptr, nullptr);  // frees raw on failure
+  if (r < 0) bad_media("cannot open " + url + ": " + av_message(r));
+  Format fmt(raw);
+  r = avformat_find_stream_info(fmt.get(), nullptr);
+  if (r < 0) bad_media("cannot read the tracks of " + url + ": " + av_message(r));
+  const int vi = first_stream(fmt.get(), AVMEDIA_TYPE_VIDEO), ai = first_stream(fmt.get(), AVMEDIA_TYPE_AUDIO);
+  if (vi < 0) bad_media(url + " has no video track");
+  if (ai < 0) bad_media(url + " has no audio track (CFN-SR needs the speech)");
+  Codec vctx = open_decoder(fmt->streams[vi], url, "video"), actx = open_decoder(fmt->streams[ai], url, "audio");
+  std::unique_ptr<AVPacket, PacketFree> pkt(av_packet_alloc());
+  std::unique_ptr<AVFrame, FrameFree> frame(av_frame_alloc());
+  std::unique_ptr<SwsContext, SwsFree> sws;
+  std::vector<float> mono;
+  bool clock_set = false;
+  steady_clock::time_point wall0;
+  double media0 = 0;
+  auto pace = [&](double t) {
+    if (!clock_set) {
+      clock_set = true, wall0 = steady_clock::now(), media0 = t;
+    }
+    if (paced) std::this_thread::sleep_until(wall0 + std::chrono::duration_cast<steady_clock::duration>(
+                                                          std::chrono::duration<double>(t - media0)));
+  };
+  auto drain = [&](AVCodecContext* ctx, int index) {
+    const AVRational tb = fmt->streams[index]->time_base;
+    for (;;) {
+      const int got = avcodec_receive_frame(ctx, frame.get());
+      if (got == AVERROR(EAGAIN) || got == AVERROR_EOF) return;
+      if (got < 0) bad_media("cannot decode " + url + ": " + av_message(got));
+      const int64_t pts = frame->pts != AV_NOPTS_VALUE ? frame->pts : frame->best_effort_timestamp;
+      if (pts != AV_NOPTS_VALUE) {
+        const double t = seconds(pts, tb);
+        if (index == vi) {
+          const std::vector<uint8_t> rgb = to_rgb(frame.get(), sws, url);
+          pace(t);
+          stream.push_frame(Image{rgb.data(), frame->height, frame->width, 0}, t);
+        } else {
+          mono.clear();
+          append_mono(frame.get(), mono);
+          pace(t);
+          stream.push_audio(mono.data(), mono.size(), t, frame->sample_rate);
+        }
+      }
+      av_frame_unref(frame.get());
+    }
+  };
+  for (;;) {
+    deadline.at = steady_clock::now() + span;
+    r = av_read_frame(fmt.get(), pkt.get());
+    if (r == AVERROR_EOF) break;
+    if (r < 0) bad_media(url + ": " + av_message(r));
+    AVCodecContext* ctx = pkt->stream_index == vi ? vctx.get() : pkt->stream_index == ai ? actx.get() : nullptr;
+    if (ctx != nullptr && avcodec_send_packet(ctx, pkt.get()) >= 0) drain(ctx, pkt->stream_index);
+    av_packet_unref(pkt.get());
+  }
+  for (auto [ctx, index] : {std::make_pair(vctx.get(), vi), std::make_pair(actx.get(), ai)})
+    if (avcodec_send_packet(ctx, nullptr) >= 0) drain(ctx, index);
 }
 
 }  // namespace cfnsr::media

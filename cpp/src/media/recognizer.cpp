@@ -35,8 +35,10 @@ struct Recognizer::Impl {
 
   // The spec's frames with their boxes (or none) -> prediction. frames are the chosen ones; `tried` says what was
   // tried before the detector, for the no-face message.
+  // window: a stream window (audio used whole; no face gives label_id -1 instead of an error).
   Prediction run(const std::vector<Image>& frames, std::vector<Box> boxes, const float* audio, std::size_t count,
-                 double rate, const std::string& source, const std::string& tried, std::string note) {
+                 double rate, const std::string& source, const std::string& tried, std::string note,
+                 bool window = false) {
     Prediction p;
     double detection = 0, crop = 0, resampling = 0, model_ms = 0;
     auto t = Clock::now();
@@ -54,6 +56,11 @@ struct Recognizer::Impl {
       p.crop = "haar";
     }
     if (boxes.empty()) {
+      if (!options.allow_center_crop && window) {
+        p.crop = "";
+        p.timings_ms = {{"detection", ms_since(t)}};
+        return p;
+      }
       if (!options.allow_center_crop)
         throw Error(Status::Media, "no face found in " + source + ": tried " + tried + "OpenCV's Haar face detector "
                                    "on " + std::to_string(frames.size()) + " frames. Pass --landmarks CSV (or "
@@ -67,7 +74,9 @@ struct Recognizer::Impl {
     crop_faces(frames, boxes, spec, crops.data());
     crop = ms_since(t);
     t = Clock::now();
-    pcm = audio_segment(resample(audio, count, rate, spec.sample_rate), spec, &p.audio_padded);
+    Spec cut = spec;
+    if (window) cut.audio_offset = 0.0;
+    pcm = audio_segment(resample(audio, count, rate, spec.sample_rate), cut, &p.audio_padded);
     resampling = ms_since(t);
     t = Clock::now();
     Result r = model->run(crops.data(), crops.size(), pcm.data(), pcm.size(), 1);
@@ -159,6 +168,16 @@ Prediction Recognizer::predict(const std::vector<Image>& frames, const float* pc
     for (int64_t i : idx) chosen_boxes.push_back((*boxes)[static_cast<std::size_t>(i)]);
   }
   Prediction p = impl_->run(chosen, std::move(chosen_boxes), pcm, pcm_count, sample_rate, "the frames", "", "");
+  p.timings_ms.emplace_back("total", ms_since(t0));
+  return p;
+}
+
+Prediction Recognizer::predict_window(const std::vector<Image>& frames, const float* pcm, std::size_t pcm_count,
+                                      double sample_rate) {
+  const auto t0 = Clock::now();
+  if (frames.empty()) throw Error(Status::InvalidArgument, "frames: expected the frames of one window, got none");
+  for (std::size_t i = 0; i < frames.size(); ++i) detail::check_image(frames[i], i);
+  Prediction p = impl_->run(frames, {}, pcm, pcm_count, sample_rate, "the window", "", "", true);
   p.timings_ms.emplace_back("total", ms_since(t0));
   return p;
 }
