@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.ravdess import find_landmarks, parse_name
 from ..errors import DataError
-from ..fileio import atomic_path, write_text
+from ..fileio import atomic_path, shown, write_text
 from .recognizer import STAGES, Prediction, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -32,28 +32,77 @@ def landmarks_for(video: Path, landmarks: str | Path | None = None) -> Path | No
         return None
 
 
-def expand_inputs(items) -> list[Path]:
-    """Files, folders (their videos, recursively) and glob patterns -> the video files, in order, each once."""
+def is_video_name(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def expand_inputs(items, log=None) -> list[Path]:
+    """Files, folders (their videos, recursively) and glob patterns -> the video files, in order, each once.
+
+    Folders and globs take the files whose extension is a video's, in any case (``.MP4`` too); one that yields
+    none is an error. A symlink loop or dangling link among them is skipped with a note (``log``)."""
+    def keep(paths):
+        out = []
+        for p in paths:
+            if not is_video_name(p):
+                continue
+            if not p.is_file():
+                if log is not None and p.is_symlink():
+                    log(f"note: skipped {shown(p)}: a symlink loop or a dangling link")
+                continue
+            out.append(p)
+        return out
+
     out: list[Path] = []
     for item in map(str, items):
         if any(ch in item for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
-                raise DataError(f"no file matches {item}")
-            out += [m for m in matches if m.is_file()]
-        elif Path(item).is_dir():
-            found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+                raise DataError(f"no file matches {shown(item)}")
+            found = keep(matches)
             if not found:
-                raise DataError(f"{item} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
+                raise DataError(f"{shown(item)} matches no video file ({', '.join(VIDEO_SUFFIXES)}, any case)")
+            out += found
+        elif Path(item).is_dir():
+            found = keep(sorted(Path(item).rglob("*")))
+            if not found:
+                raise DataError(f"{shown(item)} holds no video files ({', '.join(VIDEO_SUFFIXES)}, any case)")
             out += found
         else:
             out.append(Path(item))
     seen, unique = set(), []
     for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
+        try:
+            key = p.resolve()
+        except (OSError, RuntimeError):  # a loop given by name: decoding says what is wrong with it
+            key = p.absolute()
+        if key not in seen:
+            seen.add(key)
             unique.append(p)
     return unique
+
+
+def timeline_paths(video: Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """``NAME.timeline.csv`` and ``NAME.timeline.png`` for recording ``NAME.ext``, in ``out_dir`` or beside it."""
+    out = Path(out_dir) if out_dir else video.parent
+    return out / f"{video.stem}.timeline.csv", out / f"{video.stem}.timeline.png"
+
+
+def video_fps(video: Path) -> float:
+    from ..data.features import _open
+
+    with _open(video) as container:
+        if not container.streams.video:
+            raise DataError(f"{shown(video)} has no video track")
+        return float(container.streams.video[0].average_rate or 0) or 25.0
+
+
+def check_hop(video: Path, hop: float) -> None:
+    """A timeline hop of at least one video frame (a smaller one repeats windows, millions of them)."""
+    fps = video_fps(video)
+    if hop < 1.0 / fps:
+        raise DataError(f"--hop {hop:g} s is shorter than one frame of {shown(video.name)} (1/{fps:g} s = "
+                        f"{1 / fps:.4f} s): give at least {1 / fps:.4f}")
 
 
 def _save_inputs(folder: Path, arrays) -> None:
@@ -73,9 +122,9 @@ def predict(video: str | Path, model: str | Path, backend: str | None = None, la
 
 
 def predict_clip(rec: Recognizer, video: Path, landmarks: str | Path | None = None,
-                 save_inputs: str | Path | None = None) -> dict:
+                 save_inputs: str | Path | None = None, strict: bool = False) -> dict:
     """One clip through ``rec``, as a result dict (what `cfnsr predict` prints for a single clip)."""
-    pred = rec.predict_file(video, landmarks_for(video, landmarks))
+    pred = rec.predict_file(video, landmarks_for(video, landmarks), strict=strict)
     if save_inputs is not None:
         _save_inputs(Path(save_inputs), rec.last_inputs)
     return {"video": str(video), "model": str(rec.artifact), "backend": rec.runner.backend,
@@ -84,36 +133,41 @@ def predict_clip(rec: Recognizer, video: Path, landmarks: str | Path | None = No
 
 
 def predict_many(videos: list[Path], rec: Recognizer, landmarks: str | Path | None = None, progress: bool = True,
-                 log=print) -> list[dict]:
+                 log=print, strict: bool = False) -> list[dict]:
     """Every clip through one recognizer; a clip that fails is reported with its error and the rest go on."""
     from tqdm import tqdm
 
     rows = []
     for v in tqdm(videos, desc="predict", unit="clip", disable=not progress or len(videos) < 2):
         try:
-            rows.append({"video": str(v), **rec.predict_file(v, landmarks_for(v, landmarks)).to_dict()})
+            rows.append({"video": str(v), **rec.predict_file(v, landmarks_for(v, landmarks), strict=strict).to_dict()})
         except DataError as e:
             rows.append({"video": str(v), "error": str(e)})
-            log(f"skipped {v}: {e}")
+            log(f"skipped {shown(v)}: {shown(e)}")
     return rows
 
 
-def write_rows(rows: list[dict], labels: list[str], jsonl: Path | None = None, csv_path: Path | None = None) -> None:
+def write_rows(rows: list[dict], labels: list[str], jsonl: str | Path | None = None,
+               csv_path: str | Path | None = None) -> None:
+    """JSON Lines and/or CSV of the rows (``-``: stdout). A file name that is not UTF-8 is written as its bytes in
+    the CSV and as a JSON escape in JSON Lines."""
     if jsonl is not None:
         write_text(jsonl, "".join(json.dumps(r) + "\n" for r in rows))
     if csv_path is not None:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["video", "emotion", "crop", *labels, *[f"{s}_ms" for s in STAGES], "total_ms", "error"])
+        w.writerow(["video", "emotion", "crop", *labels, *[f"{s}_ms" for s in STAGES], "total_ms", "warnings",
+                    "error"])
         for r in rows:
             p, t = r.get("probabilities", {}), r.get("timings_ms", {})
             w.writerow([r["video"], r.get("emotion", ""), r.get("crop", ""), *[p.get(k, "") for k in labels],
-                        *[t.get(s, "") for s in STAGES], t.get("total", ""), r.get("error", "")])
+                        *[t.get(s, "") for s in STAGES], t.get("total", ""), "; ".join(r.get("warnings", [])),
+                        r.get("error", "")])
         write_text(csv_path, buf.getvalue())
 
 
 def timeline(video: str | Path, rec: Recognizer, window: float | None = None, hop: float | None = None,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, strict: bool = False, log=None) -> list[dict]:
     """Sliding windows over a recording longer than a clip: one prediction per window.
 
     Defaults from the spec: a window is the audio offset + duration + offset (the clip the model was trained on,
@@ -121,7 +175,7 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     face is found per window; audio is cut from the window as from a clip."""
     from tqdm import tqdm
 
-    from ..data.features import _decode_frames, _open, decode_audio, frame_indices
+    from ..data.features import _decode_frames, decode_audio, frame_indices
 
     s = rec.spec
     window = window or 2 * s.audio_offset + s.audio_duration
@@ -129,18 +183,23 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     if window <= 0 or hop <= 0:
         raise DataError(f"--window and --hop must be positive (got {window}, {hop})")
     video = Path(video)
-    with _open(video) as container:
-        if not container.streams.video:
-            raise DataError(f"{video} has no video track")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 0) or 25.0
-    audio, rate = decode_audio(video)
+    if video.is_dir():
+        raise DataError(f"{shown(video)} is a folder, not a recording")
+    fps = video_fps(video)
+    check_hop(video, hop)
+    issues: list[str] = []
+    audio, rate = decode_audio(video, issues)
     duration = len(audio) / rate
     starts = np.arange(0.0, max(duration - window, 0.0) + 1e-9, hop)
     picks = {t0: np.minimum((t0 * fps + frame_indices(max(int(window * fps), 1), s.frames)).astype(int), 10**9)
              for t0 in starts}
     keep = {int(i) for idx in picks.values() for i in idx}
-    got, total = _decode_frames(video, keep)
+    got, total = _decode_frames(video, keep, issues)
+    for w in issues:
+        if strict:
+            raise DataError(f"{shown(video)}: {w} (--strict)")
+        if log is not None:
+            log(f"warning: {shown(video)}: {w}")
     rows = []
     for t0 in tqdm(starts, desc="timeline", unit="window", disable=not progress):
         idx = [min(int(i), total - 1) for i in picks[t0]]

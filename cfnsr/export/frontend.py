@@ -153,16 +153,16 @@ def export_frontend_onnx(spec: PreprocessSpec, opset: int) -> onnx.ModelProto:
     """The front end alone as ONNX (``frames``, ``pcm`` -> ``video``, ``audio``), at ``opset``, its initializers
     named ``frontend.*``."""
     import logging
-    import tempfile
     import warnings
     from pathlib import Path
 
+    from ..fileio import temp_dir
     from .onnx_graph import OPSET
 
     fe = FrontEnd(spec).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="cfnsr-frontend-") as tmp, warnings.catch_warnings():
+    with temp_dir("frontend") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(fe, media_example_inputs(spec, 2), dynamo=True, opset_version=OPSET,
                                     input_names=["frames", "pcm"], output_names=["video", "audio"],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..data.cache import FeatureCache
 from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 from ..errors import CfnsrError
-from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
+from ..fileio import Outputs, atomic_path, sha256_file, shown, temp_dir
 from ..lazy import require
 from ..model.checkpoint import load_checkpoint, model_from_checkpoint
 from ..reports import write_export_report
@@ -100,15 +99,13 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     check_options(fmt, opts)
     if fmt.name == "onnx":
         require("onnxruntime", purpose="exporting ONNX (fp16 conversion, int8 quantization and the accuracy gate)")
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, str(checkpoint))
     out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision, fmt.suffix)
     if out.suffix != fmt.suffix:
-        raise CfnsrError(f"output {out} must end in {fmt.suffix}"
+        raise CfnsrError(f"output {shown(out)} must end in {fmt.suffix}"
                          + (" (the engine is written beside it)" if fmt.suffix == ".onnx" else ""))
-    check_writable(out, opts.force)
-    check_writable(failed_name(out), True)
-    probe_writable(out)
+    declare_outputs(checkpoint, out, opts, formats).check()
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, str(checkpoint))
     split = Split.of_checkpoint(ckpt)
     preprocess = ckpt.get("preprocess")
     cache = FeatureCache.open(opts.data) if opts.data else None
@@ -121,8 +118,8 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
     source_sha = sha256_file(checkpoint)
-    with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
-        job = ExportJob(checkpoint, model, out, preprocess, source_sha, cache, split, opts, Path(tmp), log,
+    with temp_dir("export") as tmp:
+        job = ExportJob(checkpoint, model, out, preprocess, source_sha, cache, split, opts, tmp, log,
                         {"checkpoint": str(checkpoint), "checkpoint_sha256": source_sha, "precision": opts.precision,
                          "model_config": model.config.name, "format": fmt.name})
         art_path, gate = EXPORTERS[fmt.name](job)
@@ -134,6 +131,30 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     elif result.passed and opts.fmt == "auto" and fmt.name == "onnx":
         log(f"TensorRT is not usable here; build the engine on the target GPU with: cfnsr build {result.path}")
     return result
+
+
+def declare_outputs(checkpoint: Path, out: Path, opts: ExportOptions, formats) -> Outputs:
+    """Everything an export may write, for ``Outputs.check`` before any work: the artifact, the copy kept when the
+    gate fails, the reports beside each, the calibration cache (int8) and the engine with its sidecar."""
+    from ..artifact import sidecar_path
+    from .engine import engine_path
+
+    outs = Outputs([checkpoint, opts.data], opts.force)
+    outs.file(out, "-o")
+    failed = failed_name(out)
+    outs.file(failed, "the gate-failure copy of -o", force=True)
+    for artifact, what in ((out, "-o"), (failed, "the gate-failure copy of -o")):
+        stem = report_path(artifact, "")
+        for kind in (".report.json", ".report.md", ".confusion.png"):
+            outs.file(stem.with_name(stem.name + kind), f"the report beside {what}", text=kind != ".confusion.png",
+                      force=True)
+    if opts.precision == "int8":
+        outs.folder(out.parent / "calibration-cache", "the calibration cache beside -o")
+    if "engine" in formats:
+        engine = engine_path(out)
+        outs.file(engine, "the engine beside -o")
+        outs.file(sidecar_path(engine), "the engine sidecar beside -o", force=True)
+    return outs
 
 
 def check_options(fmt: Format, opts: ExportOptions) -> None:
