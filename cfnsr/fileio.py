@@ -269,8 +269,12 @@ def check_folder(path, force: bool = True, option: str = "") -> Path:
         try:
             with tempfile.TemporaryFile(dir=path):
                 pass
+            free = shutil.disk_usage(path).free
         except OSError as e:
             raise CfnsrError(f"cannot write into {shown(path)}: {os_reason(e)}") from e
+        if free < _MIN_FREE:
+            raise CfnsrError(f"cannot write into {shown(path)}: no space left on the device (the disk is full: "
+                             f"{free} bytes free)")
     return path
 
 
