@@ -189,8 +189,8 @@ class Output:
 class Outputs:
     """Every output of one command, declared before any work and checked together by ``check()``.
 
-    ``file(path, option)`` and ``folder(path, option)`` return the path to write (None for ``-``: stdout), so a
-    command derives every sibling from what it declared and cannot write what it did not check.
+    ``file(path, option)`` and ``folder(path, option)`` declare one output each (``-``: stdout; None: not asked
+    for) and return the Outputs, so that one line declares and checks: ``Outputs(inputs).file(p, "-o").check()``.
     """
 
     def __init__(self, inputs=(), force: bool = True):
@@ -198,24 +198,21 @@ class Outputs:
         self.force = force
         self.items: list[Output] = []
 
-    def file(self, path, option: str, *, text: bool = False, force: bool | None = None) -> Path | None:
+    def file(self, path, option: str, *, text: bool = False, force: bool | None = None) -> "Outputs":
         if path is None:
-            return None
+            return self
         if str(path) == STDOUT:
             if not text:
                 raise CfnsrError(f"{option} -: only text outputs can go to stdout")
             self.items.append(Output(None, option, text=True))
-            return None
-        p = Path(path)
-        self.items.append(Output(p, option, text=text, force=self.force if force is None else force))
-        return p
+            return self
+        self.items.append(Output(Path(path), option, text=text, force=self.force if force is None else force))
+        return self
 
-    def folder(self, path, option: str) -> Path | None:
-        if path is None:
-            return None
-        p = Path(path)
-        self.items.append(Output(p, option, folder=True))
-        return p
+    def folder(self, path, option: str) -> "Outputs":
+        if path is not None:
+            self.items.append(Output(Path(path), option, folder=True))
+        return self
 
     @property
     def paths(self) -> list[Path]:

@@ -88,7 +88,7 @@ def test_a_symlink_to_a_regular_file_is_written_through_and_stays_a_link(tmp_pat
 
 def test_stdout_is_dash_for_text_outputs_only(capfd):
     o = Outputs()
-    assert o.file("-", "--jsonl", text=True) is None
+    assert o.file("-", "--jsonl", text=True).items[0].path is None
     with pytest.raises(CfnsrError, match="only text outputs"):
         o.file("-", "--png")
     o2 = Outputs()
