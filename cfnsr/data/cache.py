@@ -184,11 +184,13 @@ def _cache_lock(cache_dir: Path, log=print):
     with open(path, "a+") as f:
         f.seek(0)
         holder = f.read().strip()
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"another cfnsr preprocess (pid {holder or '?'}) is writing {cache_dir}: wait for it to "
-                            "finish, or use another folder") from None
+        if not _try_lock(f, wait=0 if _owner_alive(holder) else 5.0):
+            if _owner_alive(holder) or not holder.isdigit():
+                raise DataError(f"another cfnsr preprocess (pid {holder or '?'}) is writing {cache_dir}: wait for it "
+                                "to finish, or use another folder")
+            others = _lock_holders(path)
+            raise DataError(f"the lock of {cache_dir} is held by process(es) {others or '?'}, left over from "
+                            f"preprocess pid {holder}, which is gone: stop them, then run again")
         if holder.isdigit() and int(holder) != os.getpid():
             log(f"note: took over the lock of {cache_dir}: preprocess pid {holder}, which held it, is no longer "
                 "running (it was killed?); continuing its work")
@@ -212,6 +214,44 @@ def _read_spec(path: Path) -> PreprocessSpec:
         what = "empty" if path.stat().st_size == 0 else f"not a preprocessing spec ({str(e).splitlines()[0][:100]})"
         raise DataError(f"{path} is {what}: an earlier preprocess was interrupted while starting; remove it (or "
                         "pass --force) to start the cache over") from e
+
+
+def _owner_alive(holder: str) -> bool:
+    if not holder.isdigit():
+        return True  # unknown owner: assume it runs
+    try:
+        os.kill(int(holder), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _try_lock(f, wait: float) -> bool:
+    """flock ``f``; when its recorded owner is dead, wait up to ``wait`` s for its dying workers to let go."""
+    import fcntl
+    import time
+
+    end = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.1)
+
+
+def _lock_holders(path: Path) -> list[int]:
+    """Pids holding an flock on ``path`` (Linux /proc/locks), for a message."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as f:
+            return sorted({int(line.split()[4]) for line in f if line.split()[5].endswith(f":{inode}")})
+    except (OSError, ValueError, IndexError):
+        return []
 
 
 def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log,

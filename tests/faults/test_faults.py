@@ -313,10 +313,10 @@ def test_a_second_preprocess_into_the_same_cache_is_refused(corpus, tmp_path):
     out.mkdir()
     with open(out / ".lock", "w") as held:  # another preprocess holds the folder
         fcntl.flock(held, fcntl.LOCK_EX)
-        held.write("4242")
+        held.write(str(os.getpid()))  # a running owner (a dead one's lock is taken over: tests/test_workers.py)
         held.flush()
         res = CliRunner().invoke(main, ["preprocess", str(corpus["raw"]), "-o", str(out), "--config", "cfn-sr-tiny"])
-    assert res.exit_code != 0 and "another cfnsr preprocess (pid 4242) is writing" in res.output
+    assert res.exit_code != 0 and f"another cfnsr preprocess (pid {os.getpid()}) is writing" in res.output
     assert not (out / "manifest.json").exists()
 
 
