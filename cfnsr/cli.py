@@ -319,7 +319,7 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
     from .bounds import check_batch_memory, check_torch_device
     from .data.cache import FeatureCache
     from .model import get_config, load_model
-    from .train.trainer import TrainConfig, clip_bytes, init_distributed, start_run, train_fold
+    from .train.trainer import TrainConfig, init_distributed, start_run, train_fold
 
     if resume and force:
         raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")
@@ -334,7 +334,7 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
                      weight_decay=weight_decay, scheduler=scheduler, protocol=protocol, folds=folds, seed=seed,
                      workers=workers, amp=amp, device=device)
     cache.check_model(cfg)
-    check_batch_memory(batch_size, clip_bytes(cfg), "--batch-size")
+    check_batch_memory(batch_size, cfg.clip_bytes, "--batch-size")
     init = None
     if init_path:
         src = load_model(init_path)

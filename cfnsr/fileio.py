@@ -276,7 +276,8 @@ def check_folder(path, force: bool = True, option: str = "") -> Path:
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -296,7 +297,7 @@ def _sweep(folder: Path, prefix: str) -> None:
         if not e.name.startswith(prefix):
             continue
         pid = e.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             try:
                 if e.is_dir(follow_symlinks=False):
                     shutil.rmtree(e.path, ignore_errors=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CfnsrError, DataError
-from ..fileio import save_npy, sha256_file, shown, write_json
+from ..fileio import pid_alive, save_npy, sha256_file, shown, write_json
 from .ravdess import find_clips, find_landmarks, parse_name
 from .spec import PreprocessSpec
 
@@ -217,15 +217,7 @@ def _read_spec(path: Path) -> PreprocessSpec:
 
 
 def _owner_alive(holder: str) -> bool:
-    if not holder.isdigit():
-        return True  # unknown owner: assume it runs
-    try:
-        os.kill(int(holder), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not holder.isdigit() or pid_alive(int(holder))  # an unknown owner is assumed to run
 
 
 def _try_lock(f, wait: float) -> bool:

@@ -146,8 +146,7 @@ def item_bytes(path: Path, backend: str | None = None) -> int:
         from ..model.checkpoint import load_checkpoint
         from ..model.config import ModelConfig
 
-        c = ModelConfig.from_dict(load_checkpoint(path)["model_config"])
-        return 4 * (3 * c.frames * c.image_size ** 2 + c.mfcc_bins * c.mfcc_frames)
+        return ModelConfig.from_dict(load_checkpoint(path)["model_config"]).clip_bytes
     from ..artifact import read_metadata
 
     total = 0

@@ -363,11 +363,6 @@ def pretrain_unimodal(model: CFNSR, fold_dir: Path, ctx: StageContext) -> None:
         getattr(model, name).load_state_dict(branch)
 
 
-def clip_bytes(cfg: ModelConfig) -> int:
-    """Bytes of one clip's float32 model inputs (video and MFCC): what a batch's buffers hold per item."""
-    return 4 * (3 * cfg.frames * cfg.image_size ** 2 + cfg.mfcc_bins * cfg.mfcc_frames)
-
-
 def read_run_record(path: Path) -> dict:
     """``run.json`` of a run folder, or a CfnsrError naming it and the way out (empty, torn, or not a run's)."""
     import json
