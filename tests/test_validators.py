@@ -94,3 +94,25 @@ def test_each_broken_checkpoint_entry_is_named(ckpt, change, message):
     change(ckpt)
     with pytest.raises(CheckpointError, match=message):
         model_from_checkpoint(ckpt, "m.pt")
+
+
+def test_engine_and_package_metadata_go_through_the_same_validator(tmp_path):
+    import json
+    import zipfile
+
+    from cfnsr.artifact import SIDECAR_FORMAT, encode_metadata, read_metadata
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    side = {"format": SIDECAR_FORMAT, "tensorrt_version": "10.3", "gpu": "x", "compute_capability": "8.7",
+            "profile": {}, "cfnsr": changed(schema=METADATA_SCHEMA + 1)}
+    (tmp_path / "m.engine.json").write_text(json.dumps(side))
+    assert read_metadata(engine)["schema"] == METADATA_SCHEMA + 1  # reading alone does not judge
+    with pytest.raises(ArtifactError, match="m.engine: cfnsr.schema 2 is newer"):
+        read_metadata(engine, validate=True)
+    package = tmp_path / "m.pt2"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("m/data/aotinductor/model/x.so", b"\x7fELF")
+        z.writestr("m/data/aotinductor/model/x_metadata.json", json.dumps(encode_metadata(changed(labels=["a"]))))
+    with pytest.raises(ArtifactError, match="m.pt2: cfnsr.labels names 1 classes"):
+        read_metadata(package, validate=True)
