@@ -43,14 +43,15 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from legacy_placement import legacy_quantize
 
-    from cfnsr.calibration import calibrate, select_clips
+    from cfnsr.artifact import base_metadata
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.features import to_model_inputs
     from cfnsr.data.spec import PreprocessSpec
     from cfnsr.data.synth import generate
     from cfnsr.engines import load
     from cfnsr.export import int8 as int8_mod
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+    from cfnsr.export.calibrate import calibrate, select_clips
+    from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
     from cfnsr.reports import markdown_table, plot_bars
@@ -96,8 +97,8 @@ def main() -> None:
             label = f"int8 {scope}" + (f" ({placement})" if len(a.placements.split(",")) > 1 else "")
             artifacts += [(f"onnxruntime {label}", path, "onnxruntime", {}), *ov_rows(label, path)]
 
-    held = [c for c in cache.clips if c["actor"] == 2][:: max(1, 60 // a.agree_clips)][: a.agree_clips]
-    inputs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), spec) for c in held]
+    held = [c for c in cache.clips if c.actor == 2][:: max(1, 60 // a.agree_clips)][: a.agree_clips]
+    inputs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), spec) for c in held]
     rows, ref_pred = [], None
     for label, path, backend, options in artifacts:
         with load(path, backend, threads=a.threads, **options) as r:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfnsr.export.onnx_graph import base_metadata
+from cfnsr.artifact import base_metadata
 from cfnsr.export.pt2 import export_pt2, input_spec
 from cfnsr.model import create_model
 from cfnsr.model.summary import example_inputs
@@ -65,7 +65,9 @@ def main() -> None:
             pkg = Path(tmp) / f"{name}.{dev}.pt2"
             print(f"{name}: compiling a {dev} package ...", flush=True)
             t0 = time.perf_counter()
-            export_pt2(model, pkg, base_metadata(input_spec(model), "fp32", {}, "gpu_cpp"), device=dev, max_batch=8)
+            example = dict(zip(("video", "audio"), example_inputs(model.config, batch=2)))
+            export_pt2(model, pkg, base_metadata(input_spec(example, model.config.num_classes), "fp32", {}, "gpu_cpp"),
+                       example, device=dev, max_batch=8)
             compile_s = time.perf_counter() - t0
             print(f"{name}: compiled a {dev} package in {compile_s:.1f} s", flush=True)
             np.save(Path(tmp) / "video.npy", v_np)

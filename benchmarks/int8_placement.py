@@ -56,26 +56,26 @@ def main() -> None:
 
     from legacy_placement import legacy_quantize
 
-    from cfnsr.calibration import calibrate, select_clips
+    from cfnsr.artifact import base_metadata
     from cfnsr.data.cache import FeatureCache
-    from cfnsr.data.splits import Split
     from cfnsr.engines import accuracy as gate_mod
     from cfnsr.engines.runners import OnnxRuntimeRunner
     from cfnsr.export import int8 as int8_mod
     from cfnsr.export import readiness
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+    from cfnsr.export.calibrate import calibrate, select_clips
+    from cfnsr.export.onnx_graph import export_fp32, input_spec, set_metadata
     from cfnsr.fileio import write_json, write_text
-    from cfnsr.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from cfnsr.model.checkpoint import Checkpoint
     from cfnsr.reports import markdown_table
 
     work = Path(tempfile.mkdtemp(prefix="cfnsr-placement-"))
     if a.checkpoint is None:
         print(f"training cfn-sr-tiny on synthetic RAVDESS in {work} ...", flush=True)
         a.checkpoint, a.data = _trained(work)
-    ckpt = load_checkpoint(a.checkpoint)
-    model = model_from_checkpoint(ckpt, str(a.checkpoint))
+    ckpt = Checkpoint.load(a.checkpoint)
+    model = ckpt.model()
     cache = FeatureCache.open(a.data)
-    split = Split.from_dict(ckpt["split"])
+    split = ckpt.split
     graph = export_fp32(model, work / "fp32.onnx")
     clips = select_clips(cache, split.train, a.calib_clips, forbidden_actors=split.evaluation_actors)
     ranges, _ = calibrate(work / "fp32.onnx", "placement-bench", cache, clips, a.method, work / "calib",

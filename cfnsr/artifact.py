@@ -23,12 +23,29 @@ METADATA_SCHEMA = 1
 
 INPUT_NAMES = ("video", "audio")  # a features artifact (the default, --inputs features)
 MEDIA_INPUT_NAMES = ("frames", "pcm")  # a media artifact (--inputs media): the front end is in the graph
+INPUT_KINDS = ("features", "media")  # cfnsr.input_kind; what an artifact without the entry is: the first
 OUTPUT_NAME = "logits"
 PRECISIONS = ("fp32", "fp16", "int8", "mixed")  # cfnsr.precision: exactly these (case matters: gates key on them)
 DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 SIDECAR_FORMAT = "cfnsr-engine"  # the JSON beside a TensorRT engine (engines are raw plans, for trtexec and C++)
 LAYOUTS = {"video": "NCTHW", "audio": "NCL (MFCC bins x frames)", OUTPUT_NAME: "NK (RAVDESS emotion ids)",
            "frames": "NTHWC (uint8 RGB face crops)", "pcm": "NL (mono float32 at the spec's rate, offset and duration)"}
+
+
+def input_kind(metadata: dict, source: str = "the artifact") -> str:
+    """What an artifact takes, from its ``cfnsr.input_kind`` entry (one without the entry takes features): "media"
+    (uint8 face crops + PCM, the front end in the graph) or "features" (normalised video + MFCC). A kind this cfnsr
+    does not know is refused, naming ``source``, as the C++ runtime refuses it."""
+    kind = metadata.get("input_kind", INPUT_KINDS[0])
+    if kind not in INPUT_KINDS:
+        raise ArtifactError(f"{source}: input kind {kind!r} (written by a newer cfnsr?); this cfnsr reads "
+                            f"{', '.join(INPUT_KINDS)}")
+    return kind
+
+
+def input_names(kind: str) -> tuple[str, ...]:
+    """The graph inputs of an artifact of ``kind``, in the order its runners and the C++ runtime list them."""
+    return MEDIA_INPUT_NAMES if kind == "media" else INPUT_NAMES
 
 
 def tensor_entry(name: str, kind: str, shape: list, dtype: str = "float32") -> dict:

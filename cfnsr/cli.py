@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .bounds import cpu_count
 from .errors import CfnsrError
+from .export import formats
 from .fileio import Outputs, os_reason, shown
 
 
@@ -122,8 +123,10 @@ def _workers(ctx, param, value):
 
 
 def _config_name(ctx, param, value):
-    """--config: a known configuration name, checked before any work (and before torch is imported)."""
-    known = ("cfn-sr", "cfn-sr-tiny")
+    """--config: a name of the model registry, checked before any work (``cfnsr.model.config`` imports no torch)."""
+    from .model.config import list_configs
+
+    known = list_configs()
     if value not in known:
         raise click.BadParameter(f"unknown configuration {value!r}; choose one of {', '.join(known)}")
     return value
@@ -267,13 +270,15 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
               help="Channel order the model sees; MSAF/CFN-SR checkpoints were trained on BGR.")
 @click.option("--song", is_flag=True, help="Also take the song clips (speech only by default).")
 @click.option("--no-detector", is_flag=True, help="Without a landmark file, centre-crop instead of detecting the face.")
+@click.option("--allow-center-crop", is_flag=True,
+              help="Use the frame centre of a clip where no face is found (such a clip is skipped by default).")
 @click.option("--workers", default=2, show_default=True, type=POSITIVE, callback=_workers, help="Parallel processes.")
 @click.option("--strict", is_flag=True,
               help="A clip that is not what it seems (truncated, silent, audio shorter than the window, a decoder "
                    "error mid-file) fails instead of being cached with a warning.")
 @click.option("--force", is_flag=True, help="Write into a folder that holds something other than this cache.")
-def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, workers, strict,
-               force) -> None:
+def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, allow_center_crop,
+               workers, strict, force) -> None:
     """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
     from .data.cache import format_summary
     from .data.cache import preprocess as run
@@ -283,7 +288,7 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
     Outputs([raw_dir]).folder(cache_dir, "-o").check()
     spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
-                   log=click.echo, force=force, strict=strict)
+                   allow_center_crop=allow_center_crop, log=click.echo, force=force, strict=strict)
     click.echo(format_summary(manifest))
 # ------------------------------------------------------------------------------------------------ training
 @main.command()
@@ -319,7 +324,8 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
     from .bounds import check_batch_memory, check_torch_device
     from .data.cache import FeatureCache
     from .model import get_config, load_model
-    from .train.trainer import TrainConfig, init_distributed, start_run, train_fold
+    from .train.distributed import init_distributed
+    from .train.trainer import TrainConfig, start_run, train_fold
 
     if resume and force:
         raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")
@@ -374,10 +380,10 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
 # ------------------------------------------------------------------------------------------------ export
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(formats.PRECISIONS), default="fp32", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="ONNX file to write [default: CHECKPOINT's name with .PRECISION.onnx].")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "engine", "pt2", "auto"]), default="auto",
+@click.option("--format", "fmt", type=click.Choice(formats.FORMAT_CHOICES), default=formats.AUTO,
               show_default=True,
               help="auto: ONNX, plus the TensorRT engine where TensorRT and a GPU are present. pt2: an AOTInductor "
                    "package (fp32) for the C++ runtime's libtorch backend.")
@@ -385,12 +391,13 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
               help="Feature cache (cfnsr preprocess): int8 calibration clips and held-out clips for the accuracy gate.")
 @click.option("--calib-clips", default=256, show_default=True, type=POSITIVE,
               help="Calibration clips (training actors only).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
+@click.option("--calib-method", type=click.Choice(formats.CALIB_METHODS), default="percentile",
               show_default=True, help="Activation ranges: min/max, KL-divergence (TensorRT's entropy), or the 99.999th "
               "percentile of |x|.")
-@click.option("--int8-scope", type=click.Choice(["all", "no-stem", "no-grouped", "no-stem-grouped", "audio-fusion"]),
-              default="all", show_default=True, help="What is quantized; the rest stays in --high-precision.")
-@click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+@click.option("--int8-scope", type=click.Choice(tuple(formats.INT8_SCOPES)), default="all", show_default=True,
+              help="What is quantized; the rest stays in --high-precision. "
+                   + "; ".join(f"{k}: {v}" for k, v in formats.INT8_SCOPES.items()) + ".")
+@click.option("--high-precision", type=click.Choice(formats.HIGH_PRECISIONS), default="fp32", show_default=True,
               help="Precision of what int8 leaves unquantized.")
 @click.option("--gate-clips", type=POSITIVE, help="Held-out clips for the gate [default: all of the test actors].")
 @click.option("--min-agreement", type=FiniteFloat(0, 1), help="Override the gate's top-1 agreement threshold (0-1).")
@@ -403,7 +410,7 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
               help="--format pt2: the device the package is compiled for (cuda: on that GPU).")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=2),
               help="--format pt2: the largest batch it accepts.")
-@click.option("--inputs", type=click.Choice(["features", "media"]), default="features", show_default=True,
+@click.option("--inputs", type=click.Choice(formats.CHOICES["inputs"]), default="features", show_default=True,
               help="features: normalised video + MFCC in. media: uint8 face crops + PCM in, the checkpoint's "
                    "preprocessing (normalisation, librosa's MFCC) in the graph, fp32.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
@@ -490,7 +497,7 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Feature cache with held-out clips.")
 @click.option("--backend", type=BACKEND_CHOICE)
 @click.option("--clips", type=POSITIVE, help="Held-out clips to use [default: all of the test actors].")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", type=click.Choice(formats.PRECISIONS),
               help="Gate to apply [default: the artifact's].")
 @click.option("--min-agreement", type=FiniteFloat(0, 1))
 @click.option("--max-accuracy-drop", type=FiniteFloat(0, 100))

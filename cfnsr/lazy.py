@@ -1,4 +1,5 @@
-"""Optional and GPU-only packages are imported on first use, with a message naming the extra that installs them."""
+"""Optional and GPU-only packages are imported on first use, with a message naming the extra that installs them;
+and the one probe of the GPU (is there one, what it is) that everything shares."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def gpu_identity(index: int = 0) -> dict | None:
+    """Name, compute capability and CUDA version of GPU ``index`` as torch sees it; None without a CUDA GPU."""
+    if not cuda_available():
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(index)
+    return {"gpu": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}",
+            "cuda": torch.version.cuda}
+
+
+def bf16_supported() -> bool:
+    """Whether the CUDA GPU torch sees computes in bfloat16 (False without one)."""
+    if not cuda_available():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -103,59 +102,6 @@ def write_metrics_report(out_dir: str | Path, stem: str, title: str, metrics: di
         "png": plot_confusion(metrics["confusion"], metrics["labels"], out_dir / f"{stem}_confusion.png", title),
     }
     return {k: str(v) for k, v in paths.items()}
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def write_export_report(artifact: Path, report: dict, stem: Path) -> None:
-    """``STEM.report.json``, ``.report.md`` and ``.confusion.png`` of an export, beside the artifact."""
-    write_json(stem.with_name(stem.name + ".report.json"), report)
-    g = report["gate"]
-    lines = [f"# Export report: {artifact.name}", "",
-             f"- checkpoint: `{report['checkpoint']}` ({report['model_config']})",
-             (f"- format: {report['format']}, precision: **{report['precision']}**, "
-              f"size {report['size_bytes'] / 1e6:.1f} MB")]
-    if "device" in report:
-        lines.append(f"- AOTInductor package for {report['device']}, batch 1..{report['max_batch']}")
-    if "tensorrt_readiness" in report:
-        lines.append(f"- TensorRT readiness: {'ok' if report['tensorrt_readiness']['ok'] else 'PROBLEMS'}")
-        for p in report["tensorrt_readiness"]["problems"]:
-            lines.append(f"  - {p}")
-        kept = report["tensorrt_readiness"].get("high_precision_layers") or {}
-        if kept and report["precision"] == "int8":
-            lines.append(f"- layers left in high precision on purpose ({len(kept)}; TensorRT runs them unfused "
-                         "from int8):")
-            lines += [f"  - `{name}`: {why}" for name, why in kept.items()]
-    if "calibration" in report:
-        c = report["calibration"]
-        lines.append(f"- calibration: {c['method']} on {c['clips']} clips of training actors {c['actors']} "
-                     f"(cache {'reused' if c['cache_hit'] else 'written'}), scope `{c['scope']}`, "
-                     f"high precision {c['high_precision']}")
-    lines += ["", f"## Accuracy gate: {'PASSED' if g['passed'] else 'FAILED'}", "",
-              markdown_table(["metric", "value"], [
-                  ["clips", g["clips"]], ["top-1 agreement", f"{100 * g['agreement']:.2f}%"],
-                  ["reference accuracy", _pct(g["reference_accuracy"])],
-                  ["artifact accuracy", _pct(g["artifact_accuracy"])],
-                  ["accuracy drop (points)", "-" if g["accuracy_drop_points"] is None
-                   else f"{g['accuracy_drop_points']:.2f}"],
-                  ["max abs logit difference", f"{g['max_abs_logit']:.3g}"], ["mean cosine", f"{g['mean_cosine']:.6f}"],
-                  ["thresholds", json.dumps(g["thresholds"])]])]
-    for f in g["failures"]:
-        lines.append(f"- failed: {f}")
-    if g.get("divergence"):
-        lines += ["", "Layers where int8 departs from fp32 first (lowest SQNR, graph order):", "",
-                  markdown_table(["tensor", "SQNR vs fp32 (dB)", "SQNR of its own Q/DQ (dB)"],
-                                 [[d["tensor"], d["sqnr_db"], d["qdq_sqnr_db"]] for d in g["divergence"]])]
-    if g.get("suggestion"):
-        lines += ["", f"Suggestion: {g['suggestion']}."]
-    write_text(stem.with_name(stem.name + ".report.md"), "\n".join(lines) + "\n")
-    if g.get("artifact_confusion"):
-        from .artifact import EMOTIONS
-
-        plot_confusion(g["artifact_confusion"], EMOTIONS, stem.with_name(stem.name + ".confusion.png"),
-                       f"{artifact.name}: held-out clips")
 
 
 def plot_timeline(times: list[float], series: dict[str, list[float]], path: str | Path, title: str) -> Path:

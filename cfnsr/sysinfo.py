@@ -7,6 +7,8 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from .lazy import cuda_available, gpu_identity
+
 
 @dataclass
 class Backend:
@@ -37,16 +39,14 @@ def probe_backends(import_module: Callable = importlib.import_module) -> list[Ba
         out.append(Backend(name, True, detail))
 
     def torch_check(torch) -> str:
-        cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-                else "CPU only")
-        return f"torch {torch.__version__} ({cuda})"
+        gpu = gpu_identity()
+        return f"torch {torch.__version__} ({'CUDA ' + gpu['cuda'] + ', ' + gpu['gpu'] if gpu else 'CPU only'})"
 
     def ort_check(ort) -> str:
         return f"onnxruntime {ort.__version__}, providers: {', '.join(ort.get_available_providers())}"
 
     def trt_check(trt) -> str:
-        cuda = import_module("torch").cuda if _has(import_module, "torch") else None
-        if cuda is None or not cuda.is_available():
+        if not cuda_available():
             raise RuntimeError("no CUDA GPU is visible (TensorRT engines run on NVIDIA GPUs only)")
         return f"tensorrt {trt.__version__}"
 
@@ -77,14 +77,6 @@ def probe_backends(import_module: Callable = importlib.import_module) -> list[Ba
     return out
 
 
-def _has(import_module: Callable, name: str) -> bool:
-    try:
-        import_module(name)
-        return True
-    except Exception:
-        return False
-
-
 def machine(root: str = "/", run: Callable | None = None) -> dict:
     """A description of the machine, recorded with every benchmark: processor, torch/CUDA/TensorRT versions, the
     GPU (NVML clocks on desktops), and on a Jetson its model, L4T/JetPack release, power mode and clock state.
@@ -105,9 +97,9 @@ def machine(root: str = "/", run: Callable | None = None) -> dict:
         import torch
 
         info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["cuda"] = torch.version.cuda
+        gpu = gpu_identity()
+        if gpu:
+            info["gpu"], info["cuda"] = gpu["gpu"], gpu["cuda"]
     except ImportError:
         pass
     try:

@@ -1,4 +1,5 @@
-"""The layers point one way: artifact <- engines <- export <- cli; data and artifact import no torch."""
+"""The layers point one way: artifact <- engines <- export <- cli; train beside engines, never importing each other;
+data and artifact import no torch; the formats table and the model configurations import no torch either."""
 
 import ast
 import subprocess
@@ -49,9 +50,29 @@ def test_artifact_and_data_import_no_torch_at_import_time():
             f"{path.relative_to(PKG)} imports a higher layer"
 
 
-def test_export_gate_does_not_import_train():
+def test_export_never_imports_train():
     for path in _modules("export"):
         assert not {i for i in _imports(path) if i.startswith("cfnsr.train")}, f"{path.relative_to(PKG)} imports train"
+
+
+def test_train_never_imports_engines_or_export():
+    for path in _modules("train"):
+        bad = {i for i in _imports(path) if i.startswith(("cfnsr.engines", "cfnsr.export"))}
+        assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_evaluation_imports_no_trainer():
+    assert not {i for i in _imports(PKG / "train" / "evaluate.py") if i.startswith("cfnsr.train.trainer")}
+
+
+def test_torch_free_import_paths():
+    """The formats table, the model configurations and calibration's module import without torch (and calibration
+    without ONNX Runtime) at import time, so the CLI's choices and --config names cost nothing."""
+    code = ("import sys; sys.modules['torch'] = None; import cfnsr.export.formats, cfnsr.model.config; "
+            "from cfnsr.model import list_configs; assert list_configs(); import cfnsr.export.calibrate; "
+            "assert 'onnxruntime' not in sys.modules, 'calibrate imports onnxruntime'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_cli_without_torch():

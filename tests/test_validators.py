@@ -68,10 +68,16 @@ def ckpt(tiny_model, tmp_path):
     return torch.load(path, weights_only=True)
 
 
-def test_a_valid_checkpoint_loads(ckpt):
-    from cfnsr.model.checkpoint import model_from_checkpoint
+def _model(ckpt: dict, tmp_path):
+    """The network of a checkpoint dict, through the loader every command uses."""
+    from cfnsr.model.checkpoint import Checkpoint
 
-    assert model_from_checkpoint(ckpt, "m.pt").config.name == "cfn-sr-tiny"
+    torch.save(ckpt, tmp_path / "edited.pt")
+    return Checkpoint.load(tmp_path / "edited.pt").model()
+
+
+def test_a_valid_checkpoint_loads(ckpt, tmp_path):
+    assert _model(ckpt, tmp_path).config.name == "cfn-sr-tiny"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -88,12 +94,10 @@ def test_a_valid_checkpoint_loads(ckpt):
     (lambda c: c.update(state_dict={k: v.to(torch.int64) if v.is_floating_point() else v
                                     for k, v in c["state_dict"].items()}), "weights must be floating-point"),
 ])
-def test_each_broken_checkpoint_entry_is_named(ckpt, change, message):
-    from cfnsr.model.checkpoint import model_from_checkpoint
-
+def test_each_broken_checkpoint_entry_is_named(ckpt, change, message, tmp_path):
     change(ckpt)
     with pytest.raises(CheckpointError, match=message):
-        model_from_checkpoint(ckpt, "m.pt")
+        _model(ckpt, tmp_path)
 
 
 def test_engine_and_package_metadata_go_through_the_same_validator(tmp_path):

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,49 @@ from .spec import PreprocessSpec
 MANIFEST = "manifest.json"
 
 
+@dataclass(frozen=True)
+class ClipEntry:
+    """One clip of a cache's manifest: where it came from, its label, how its face was found, its arrays' hashes."""
+
+    stem: str
+    actor: int
+    label: int
+    frames_sha256: str
+    mfcc_sha256: str
+    emotion: str | None = None
+    intensity: int | None = None
+    statement: int | None = None
+    repetition: int | None = None
+    vocal_channel: int | None = None
+    source: str | None = None  # the raw clip, relative to the cache's raw_dir
+    source_sha256: str | None = None
+    landmarks: str | None = None
+    crop: str | None = None  # landmarks | haar | center
+    crop_note: str | None = None
+    audio_padded: bool | None = None
+    warnings: tuple[str, ...] = ()  # what the clip is not (truncated, silent, short audio): features.audio_warnings
+
+    REQUIRED = ("stem", "actor", "label", "frames_sha256", "mfcc_sha256")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClipEntry":
+        """A manifest row; KeyError naming the first entry it lacks."""
+        missing = [k for k in cls.REQUIRED if k not in d]
+        if missing:
+            raise KeyError(missing[0])
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _process_job(args) -> dict:
-    """Worker: one clip -> arrays on disk; returns its manifest entry or its failure.
+    """Worker: one clip -> arrays on disk; returns its manifest row (a ClipEntry's dict) or its failure.
 
     What is wrong with the clip (it does not decode, it is not what it seems under ``strict``) is that clip's
     failure; what is wrong with the machine (a full disk, a folder that cannot be written) stops the whole run."""
-    clip, raw_dir, cache_dir, spec_dict, use_detector, strict = args
+    clip, raw_dir, cache_dir, spec_dict, use_detector, allow_center_crop, strict = args
     clip, raw_dir, cache_dir = Path(clip), Path(raw_dir), Path(cache_dir)
     spec = PreprocessSpec.from_dict(spec_dict)
     name = parse_name(clip)
@@ -48,7 +85,7 @@ def _process_job(args) -> dict:
 
         source_sha = sha256_file(clip)
         lm = find_landmarks(raw_dir, name)
-        feats = extract_clip(clip, spec, lm, use_detector=use_detector)
+        feats = extract_clip(clip, spec, lm, use_detector=use_detector, allow_center_crop=allow_center_crop)
         if strict and feats.warnings:
             raise DataError(f"{'; '.join(feats.warnings)} (--strict)")
     except DataError as e:
@@ -59,25 +96,13 @@ def _process_job(args) -> dict:
         return {"stem": name.stem, "source": str(clip), "error": f"{type(e).__name__}: {e}"}
     frames_sha = save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
     mfcc_sha = save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
-    return {
-        "stem": name.stem,
-        "label": name.label,
-        "emotion": name.emotion_name,
-        "actor": name.actor,
-        "intensity": name.intensity,
-        "statement": name.statement,
-        "repetition": name.repetition,
-        "vocal_channel": name.vocal_channel,
-        "source": str(clip.relative_to(raw_dir)),
-        "source_sha256": source_sha,
-        "landmarks": str(lm.relative_to(raw_dir)) if lm else None,
-        "crop": feats.crop_method,
-        "crop_note": feats.crop_note,
-        "audio_padded": feats.audio_padded,
-        "warnings": feats.warnings,
-        "frames_sha256": frames_sha,
-        "mfcc_sha256": mfcc_sha,
-    }
+    return ClipEntry(
+        stem=name.stem, actor=name.actor, label=name.label, frames_sha256=frames_sha, mfcc_sha256=mfcc_sha,
+        emotion=name.emotion_name, intensity=name.intensity, statement=name.statement, repetition=name.repetition,
+        vocal_channel=name.vocal_channel, source=str(clip.relative_to(raw_dir)), source_sha256=source_sha,
+        landmarks=str(lm.relative_to(raw_dir)) if lm else None, crop=feats.crop_method, crop_note=feats.crop_note,
+        audio_padded=feats.audio_padded, warnings=tuple(feats.warnings),
+    ).to_dict()
 
 
 ENTRY_KEYS = ("stem", "label", "actor", "source_sha256", "frames_sha256", "mfcc_sha256")
@@ -102,16 +127,16 @@ def _read_progress(path: Path) -> dict[str, dict]:
     return done
 
 
-def clips_hash(entries: list[dict], prefix: bytes = b"") -> str:
+def clips_hash(entries: list[ClipEntry], prefix: bytes = b"") -> str:
     """sha256 over the clips' stems and array hashes, in the given order (the identity of a clip list)."""
     h = hashlib.sha256(prefix)
     for e in entries:
-        h.update(f"{e['stem']}:{e['frames_sha256']}:{e['mfcc_sha256']}\n".encode())
+        h.update(f"{e.stem}:{e.frames_sha256}:{e.mfcc_sha256}\n".encode())
     return h.hexdigest()
 
 
-def cache_hash(entries: list[dict], spec: PreprocessSpec) -> str:
-    return clips_hash(sorted(entries, key=lambda e: e["stem"]), spec.to_json().encode())
+def cache_hash(entries: list[ClipEntry], spec: PreprocessSpec) -> str:
+    return clips_hash(sorted(entries, key=lambda e: e.stem), spec.to_json().encode())
 
 
 def estimate_bytes(n_clips: int, spec: PreprocessSpec) -> int:
@@ -125,6 +150,7 @@ def preprocess(
     workers: int = 1,
     include_song: bool = False,
     use_detector: bool = True,
+    allow_center_crop: bool = False,
     limit: int | None = None,
     progress: bool = True,
     log=print,
@@ -133,6 +159,8 @@ def preprocess(
 ) -> dict:
     """Build (or continue) the feature cache of ``raw_dir`` in ``cache_dir``; returns the manifest.
 
+    The face of each clip is found by ``features.find_faces``: a clip where no face is found is reported and skipped,
+    unless ``allow_center_crop`` (or ``use_detector=False``) takes the centre of its frames.
     ``limit`` stops after that many new clips (used to test resuming). A folder that holds something else (files
     that are not a cfnsr cache, or the cache of another raw folder) is not written into without ``force``; a second
     preprocess into the same folder while one runs is refused.
@@ -144,8 +172,8 @@ def preprocess(
     _check_cache_folder(cache_dir, raw_dir, force)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _cache_lock(cache_dir, log):
-        return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress,
-                                  log, strict)
+        return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, (use_detector, allow_center_crop), limit,
+                                  progress, log, strict)
 
 
 def _check_cache_folder(cache_dir: Path, raw_dir: Path, force: bool) -> None:
@@ -246,7 +274,7 @@ def _lock_holders(path: Path) -> list[int]:
         return []
 
 
-def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, limit, progress, log,
+def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, face_policy, limit, progress, log,
                        strict=False) -> dict:
     from tqdm import tqdm
 
@@ -293,7 +321,7 @@ def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, l
                          f"and the disk has {free / 1e9:.2f} GB free")
     manifest_path.unlink(missing_ok=True)  # the cache is incomplete until the manifest is written again
     failures = {}
-    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), use_detector, strict) for c in todo]
+    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), *face_policy, strict) for c in todo]
     bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
     with open(progress_path, "a") as plog:
         def record(result: dict) -> None:
@@ -332,7 +360,7 @@ def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, use_detector, l
             "per_actor": {str(k): v for k, v in sorted(Counter(e["actor"] for e in entries).items())},
             "per_crop": dict(sorted(Counter(e["crop"] for e in entries).items())),
         },
-        "hash": cache_hash(entries, spec),
+        "hash": cache_hash([ClipEntry.from_dict(e) for e in entries], spec),
     }
     write_json(manifest_path, manifest)
     return manifest
@@ -356,7 +384,7 @@ class FeatureCache:
 
     root: Path
     spec: PreprocessSpec
-    clips: list[dict]
+    clips: list[ClipEntry]
     hash: str
     raw_dir: Path | None = None  # the RAVDESS folder the clips were decoded from (their "source" is relative to it)
 
@@ -381,24 +409,28 @@ class FeatureCache:
         clips = m.get("clips")
         if not isinstance(clips, list) or not clips:
             raise DataError(f"{path} lists no clips: preprocess the data again (cfnsr preprocess)")
-        need = ("stem", "actor", "label", "frames_sha256", "mfcc_sha256")
+        need = ClipEntry.REQUIRED
         broken = [c.get("stem", f"#{i}") if isinstance(c, dict) else f"#{i}" for i, c in enumerate(clips)
                   if not isinstance(c, dict) or any(k not in c for k in need)]
         if broken:
             raise DataError(f"{path}: {len(broken)} clip entries lack {'/'.join(need)} (first: {broken[0]})")
         if "hash" not in m:
             raise DataError(f"{path} has no hash entry: preprocess the data again")
-        return cls(root, spec, clips, m["hash"], Path(m["raw_dir"]) if m.get("raw_dir") else None)
+        try:
+            entries = [ClipEntry.from_dict(c) for c in clips]
+        except TypeError as e:
+            raise DataError(f"{path}: a clip entry is malformed ({e})") from e
+        return cls(root, spec, entries, m["hash"], Path(m["raw_dir"]) if m.get("raw_dir") else None)
 
     @property
     def actors(self) -> list[int]:
-        return sorted({c["actor"] for c in self.clips})
+        return sorted({c.actor for c in self.clips})
 
-    def select(self, actors=None) -> list[dict]:
+    def select(self, actors=None) -> list[ClipEntry]:
         if actors is None:
             return list(self.clips)
         actors = set(actors)
-        return [c for c in self.clips if c["actor"] in actors]
+        return [c for c in self.clips if c.actor in actors]
 
     def frames(self, stem: str) -> np.ndarray:
         """uint8 (T, S, S, 3) face crops of a clip, memory-mapped; its shape is checked against the spec."""
@@ -413,20 +445,20 @@ class FeatureCache:
                             "values (NaN/Inf): preprocess it again")
         return a
 
-    def check_checkpoint(self, model_config, preprocess: dict | None) -> None:
+    def check_checkpoint(self, model_config, preprocess: PreprocessSpec | None) -> None:
         """Refuse a cache that does not fit a checkpoint: other shapes, or another preprocessing than it was trained
         with (export and validate both ask this)."""
         self.check_model(model_config)
-        if preprocess and self.spec.to_dict() != preprocess:
+        if preprocess is not None and self.spec != preprocess:
             raise DataError(f"the cache {self.root} was preprocessed differently from the checkpoint's training data "
-                            f"(cache {self.spec.to_json()}, checkpoint {json.dumps(preprocess, sort_keys=True)})")
+                            f"(cache {self.spec.to_json()}, checkpoint {preprocess.to_json()})")
 
-    def source(self, entry: dict) -> Path:
+    def source(self, entry: ClipEntry) -> Path:
         """The raw clip a cache entry was made from (a media artifact's PCM is decoded from it)."""
-        src = Path(entry.get("source", ""))
+        src = Path(entry.source or "")
         path = src if src.is_absolute() or self.raw_dir is None else self.raw_dir / src
         if not path.is_file():
-            raise DataError(f"clip {entry['stem']}: its raw file {path} is not there; a media artifact is checked on "
+            raise DataError(f"clip {entry.stem}: its raw file {path} is not there; a media artifact is checked on "
                             "the clips' audio, so the RAVDESS folder the cache was made from must be present")
         return path
 
@@ -434,8 +466,8 @@ class FeatureCache:
         """Every selected clip's arrays exist, have the spec's shapes and finite values; else a DataError naming the
         clip. Cheap (the MFCCs are small, the frames are memory-mapped), so training checks before it starts."""
         for c in self.select(actors):
-            self.frames(c["stem"])
-            self.mfcc(c["stem"])
+            self.frames(c.stem)
+            self.mfcc(c.stem)
 
     def _array(self, kind: str, stem: str, shape: tuple, mmap: bool = False) -> np.ndarray:
         path = self.root / kind / f"{stem}.npy"

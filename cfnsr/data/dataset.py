@@ -56,18 +56,18 @@ class CacheDataset:
 
     @property
     def labels(self) -> list[int]:
-        return [c["label"] for c in self.clips]
+        return [c.label for c in self.clips]
 
     def __getitem__(self, i: int):
         import torch
 
         entry = self.clips[i]
-        frames = np.asarray(self.cache.frames(entry["stem"]))
-        video, audio = to_model_inputs(frames, self.cache.mfcc(entry["stem"]), self.spec)
+        frames = np.asarray(self.cache.frames(entry.stem))
+        video, audio = to_model_inputs(frames, self.cache.mfcc(entry.stem), self.spec)
         video = torch.from_numpy(video)
         if self.train:
             video = self.augment(video, random.Random(hash((self.seed, self.epoch, i))))
-        return video, torch.from_numpy(audio), torch.tensor(entry["label"], dtype=torch.long)
+        return video, torch.from_numpy(audio), torch.tensor(entry.label, dtype=torch.long)
 
     def augment(self, video, rng: random.Random):
         import torch.nn.functional as F

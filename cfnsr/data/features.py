@@ -1,7 +1,10 @@
 """Clip -> features, the one implementation used for training, calibration, validation and ``cfnsr predict``.
 
-Video: ``spec.frames`` frames evenly spaced over the clip, the face cropped (landmarks of the same frame, else
-OpenCV's Haar face detector, else a centre crop), resized to ``spec.image_size``, kept as uint8 RGB.
+Video: ``spec.frames`` frames evenly spaced over the clip, the face cropped, resized to ``spec.image_size``, kept as
+uint8 RGB. The face is found by one policy, ``find_faces``, for preprocessing and the Recognizer alike: the
+landmarks of the same frame when they can be a face, else OpenCV's Haar face detector, else the centre of the frame
+only when the caller allows it (``--allow-center-crop``; preprocess's ``--no-detector`` asks for it), else a
+DataError naming what was tried. The crop used is recorded (``landmarks``, ``haar`` or ``center``).
 Audio: the clip's own audio track, mono, resampled to ``spec.sample_rate``, ``spec.audio_offset`` s in,
 ``spec.audio_duration`` s long (zero-padded when short), 13 librosa MFCCs -> (13, 212) float32.
 """
@@ -51,9 +54,20 @@ def _open(path: Path):
         raise DataError(f"cannot open {path} as a video ({type(e).__name__}: {e})") from e
 
 
-def _decode_frames(path: Path, keep: set[int], issues: list[str] | None = None) -> tuple[dict[int, np.ndarray], int]:
+def frame_rate(path: str | Path) -> float:
+    """The video track's average frame rate (25 when the container does not say)."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path} has no video track")
+        return float(container.streams.video[0].average_rate or 0) or 25.0
+
+
+def decode_frames(path: str | Path, keep: set[int], issues: list[str] | None = None
+                  ) -> tuple[dict[int, np.ndarray], int]:
     """Decode the video track once; RGB arrays of the frames in ``keep`` and the number of decodable frames. A
     decoder error after the first frames is said in ``issues`` (the frames that decoded are used)."""
+    path = Path(path)
     got, total = {}, 0
     with _open(path) as container:
         if not container.streams.video:
@@ -89,15 +103,15 @@ def read_video_frames(path: str | Path, count: int, issues: list[str] | None = N
         header = container.streams.video[0].frames if container.streams.video else 0
     if header > 0:
         idx = frame_indices(header, count)
-        got, total = _decode_frames(path, set(idx.tolist()), issues)
+        got, total = decode_frames(path, set(idx.tolist()), issues)
         if total == header:
             return np.stack([got[i] for i in idx.tolist()]), total
         if total < header - 1:
             _note(issues, f"the file is truncated: its header says {header} video frames and {total} decode")
     else:
-        _, total = _decode_frames(path, set(), issues)
+        _, total = decode_frames(path, set(), issues)
     idx = frame_indices(total, count)
-    got, _ = _decode_frames(path, set(idx.tolist()))
+    got, _ = decode_frames(path, set(idx.tolist()))
     return np.stack([got[i] for i in idx.tolist()]), total
 
 
@@ -281,6 +295,40 @@ def haar_boxes(frames: np.ndarray) -> np.ndarray | None:
     return np.asarray([b if b is not None else median for b in found], dtype=np.float32)
 
 
+@dataclass
+class Faces:
+    boxes: np.ndarray  # (T, 4) left, top, right, bottom per frame
+    method: str  # one of CROP_METHODS
+    note: str | None = None  # why boxes that were given were not used
+
+
+def find_faces(frames: np.ndarray, boxes: np.ndarray | None = None, *, boxes_from: str = "boxes",
+               detector: bool = True, allow_center_crop: bool = False, source: str = "the frames",
+               tried: str = "", fix: str = "--allow-center-crop to use the centre of the frame anyway") -> Faces:
+    """Where the face is in each of ``frames`` (T, H, W, 3): the one policy of preprocessing and the Recognizer.
+
+    1. ``boxes`` (from landmarks, or a caller's) when they can be a face (``box_problem``; else the note says why
+       not, naming ``boxes_from``);
+    2. OpenCV's Haar detector, when ``detector``;
+    3. the centre of the frame, only when ``allow_center_crop``; otherwise a DataError saying what was tried in
+       ``source`` (``tried`` names what the caller tried first) and ``fix``.
+    """
+    note = None
+    if boxes is not None:
+        problem = box_problem(boxes, *frames.shape[1:3])
+        if problem is None:
+            return Faces(np.asarray(boxes, dtype=np.float32), "landmarks")
+        note = f"{boxes_from} not used: {problem}"
+    if detector:
+        found = haar_boxes(frames)
+        if found is not None:
+            return Faces(found, "haar", note)
+    if not allow_center_crop:
+        what = f"OpenCV's Haar face detector on {len(frames)} frames" if detector else "no face detector (turned off)"
+        raise DataError(f"no face found in {source}: tried {tried}{what}. Pass {fix}")
+    return Faces(center_boxes(len(frames), *frames.shape[1:3]), "center", note)
+
+
 def center_boxes(count: int, height: int, width: int) -> np.ndarray:
     side = min(height, width)
     left, top = (width - side) // 2, (height - side) // 2
@@ -313,28 +361,25 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, spec: PreprocessSpec) -> n
 
 # ------------------------------------------------------------------------------------------------ one clip
 def extract_clip(path: str | Path, spec: PreprocessSpec, landmarks_path: str | Path | None = None,
-                 use_detector: bool = True) -> ClipFeatures:
-    """Everything the model needs from one clip."""
+                 use_detector: bool = True, allow_center_crop: bool = False) -> ClipFeatures:
+    """Everything the model needs from one clip; the face found by ``find_faces`` (without the detector, the
+    centre crop is what was asked for)."""
     from .ravdess import read_landmarks
 
     issues: list[str] = []
     frames, n_frames = read_video_frames(path, spec.frames, issues)
-    idx = frame_indices(n_frames, spec.frames)
-    boxes, method, note = None, None, None
-    if landmarks_path is not None:
-        boxes, method = landmark_boxes(read_landmarks(landmarks_path), idx, n_frames), "landmarks"
-        problem = box_problem(boxes, *frames.shape[1:3])
-        if problem:  # the file is there but cannot be right: say so, and find the face another way
-            boxes, method, note = None, None, f"landmarks {landmarks_path} not used: {problem}"
-    if boxes is None and use_detector:
-        boxes, method = haar_boxes(frames), "haar"
-    if boxes is None:
-        boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
-    faces = crop_faces(frames, boxes, spec)
-    audio, rate = decode_audio(path, issues)
+    audio, rate = decode_audio(path, issues)  # a clip without audio says so first
     issues += audio_warnings(audio, rate, spec)
     mfcc, padded = mfcc_features(resample(audio, rate, spec.sample_rate), spec)
-    return ClipFeatures(faces, mfcc, method, padded, note, issues)
+    boxes = None
+    if landmarks_path is not None:
+        boxes = landmark_boxes(read_landmarks(landmarks_path), frame_indices(n_frames, spec.frames), n_frames)
+    faces = find_faces(frames, boxes, boxes_from=f"landmarks {landmarks_path}", detector=use_detector,
+                       allow_center_crop=allow_center_crop or not use_detector, source=str(path),
+                       tried=f"a landmark file ({landmarks_path or 'none found'}) and ",
+                       fix="--allow-center-crop to train on the centre of the frame anyway")
+    crops = crop_faces(frames, faces.boxes, spec)
+    return ClipFeatures(crops, mfcc, faces.method, padded, faces.note, issues)
 
 
 def to_model_inputs(frames: np.ndarray, mfcc: np.ndarray, spec: PreprocessSpec):

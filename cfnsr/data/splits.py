@@ -27,11 +27,6 @@ class Split(JsonDataclass):
     val: tuple[int, ...]
     test: tuple[int, ...]
 
-    @classmethod
-    def of_checkpoint(cls, ckpt: dict) -> "Split | None":
-        """The split a checkpoint records (``cfnsr train`` writes it), or None for one that records none."""
-        return cls.from_dict(ckpt["split"]) if ckpt.get("split") else None
-
     @property
     def evaluation_actors(self) -> tuple[int, ...]:
         """Actors whose clips must never be used for training or calibration."""

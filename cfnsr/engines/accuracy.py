@@ -8,7 +8,7 @@ logits, and per-class confusion of each. Default gates by precision (``GateThres
 * int8: accuracy drop <= 1.0 point and agreement >= 95%
 
 Non-finite logits, on either side, fail every gate. Used by ``cfnsr validate`` (any runner) and by the export's
-gate (``cfnsr.export.gate`` adds the int8 divergence report on top).
+gate (``cfnsr.export.divergence`` adds, for a failed int8 export, where it departs from fp32 first).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from ..data.cache import FeatureCache
+from ..data.cache import ClipEntry, FeatureCache
 from ..data.features import to_model_inputs
 from ..data.splits import Split
 from ..errors import ArtifactError, CfnsrError, DataError
@@ -110,7 +110,7 @@ class GateResult:
         return head
 
 
-def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) -> list[dict]:
+def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) -> list[ClipEntry]:
     """The checkpoint's evaluation (test) actors' clips (the whole cache without a split), ``limit`` spread evenly."""
     actors = split.test if split else None
     clips = cache.select(actors)
@@ -124,29 +124,32 @@ def held_out_clips(cache: FeatureCache, split: Split | None, limit: int | None) 
 def held_out_arrays(cache: FeatureCache, split: Split | None, limit: int | None, log):
     """Model inputs (video, MFCC features) and labels of the held-out clips (``held_out_clips``)."""
     clips = held_out_clips(cache, split, limit)
-    pairs = [to_model_inputs(np.asarray(cache.frames(c["stem"])), cache.mfcc(c["stem"]), cache.spec) for c in clips]
+    pairs = [to_model_inputs(np.asarray(cache.frames(c.stem)), cache.mfcc(c.stem), cache.spec) for c in clips]
     video = np.stack([v for v, _ in pairs])
     audio = np.stack([a for _, a in pairs])
-    labels = np.array([int(c["label"]) for c in clips])
-    actors = sorted({c["actor"] for c in clips})
+    labels = np.array([int(c.label) for c in clips])
+    actors = sorted({c.actor for c in clips})
     log(f"accuracy gate on {len(clips)} held-out clips of actors {actors}")
     return video, audio, labels
 
 
-def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A media artifact's inputs for the same clips: the cached uint8 face crops, and the PCM window of each clip's
-    raw audio (decoded and resampled as preprocessing did)."""
+def held_out_media(cache: FeatureCache, split: Split | None, limit: int | None) -> dict[str, np.ndarray]:
+    """A media artifact's inputs for the same clips, by name: ``frames``, the cached uint8 face crops, and ``pcm``,
+    the PCM window of each clip's raw audio (decoded and resampled as preprocessing did)."""
     from ..data.features import audio_segment, read_audio
 
     clips = held_out_clips(cache, split, limit)
-    frames = np.stack([np.asarray(cache.frames(c["stem"])) for c in clips])
+    frames = np.stack([np.asarray(cache.frames(c.stem)) for c in clips])
     pcm = np.stack([audio_segment(read_audio(cache.source(c), cache.spec.sample_rate), cache.spec)[0] for c in clips])
-    return frames, pcm
+    return {"frames": frames, "pcm": pcm}
 
 
-def batched(fn, video, audio, batch: int = 8) -> np.ndarray:
-    """``fn`` over the clips in batches, concatenated."""
-    return np.concatenate([fn(video[i:i + batch], audio[i:i + batch]) for i in range(0, len(video), batch)])
+def batched(fn, *arrays, batch: int = 8, **named) -> np.ndarray:
+    """``fn`` over the clips in batches, concatenated: every array (positional, or named as the artifact names its
+    inputs) is cut along its first axis and passed on the same way."""
+    n = len((arrays or tuple(named.values()))[0])
+    return np.concatenate([fn(*(a[i:i + batch] for a in arrays), **{k: a[i:i + batch] for k, a in named.items()})
+                           for i in range(0, n, batch)])
 
 
 def compare(reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None, precision: str,

@@ -1,8 +1,10 @@
 """One small Runner per backend, each with the same surface.
 
-``Runner(path)`` -> ``input_spec`` -> ``runner(video, audio) -> logits`` on numpy arrays; a context manager frees
-what it holds. Subclasses fill in ``_activate``, ``_infer`` and ``_deactivate``; the base class checks the inputs
-(names, shapes, dtypes) with a message that names the tensor, what it got and what it expected.
+``Runner(path)`` -> ``input_spec`` -> ``runner(video=..., audio=...) -> logits`` on numpy arrays, the inputs named
+as the artifact names them (``frames=``, ``pcm=`` for a media artifact; positional arguments are taken in
+``input_spec`` order); a context manager frees what it holds. Subclasses fill in ``_activate``, ``_infer`` (which
+gets the checked inputs as a dict by name) and ``_deactivate``; the base class checks the inputs (names, shapes,
+dtypes) with a message that names the tensor, what it got and what it expected.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CfnsrError
+from ..artifact import input_kind, input_names
+from ..data.spec import PreprocessSpec
+from ..errors import ArtifactError, CfnsrError
 
 
 class InputError(CfnsrError):
@@ -36,7 +40,8 @@ class Runner:
         self.path = Path(path)
         self.active = False
         self.metadata: dict = {}
-        self.input_spec: tuple[TensorSpec, TensorSpec] | None = None
+        self.spec: PreprocessSpec | None = None  # the artifact's cfnsr.preprocess, parsed once active
+        self.input_spec: tuple[TensorSpec, ...] | None = None
         self.last_device_ms: float | None = None  # GPU time of the last call, where the backend measures it
         self.device = "cpu"  # where the model runs once active: "cpu" or "cuda"
 
@@ -44,6 +49,11 @@ class Runner:
     def activate(self) -> "Runner":
         if not self.active:
             self._activate()
+            try:  # a malformed cfnsr.preprocess fails here, naming the file, not later in whoever reads it
+                self.spec = preprocess_spec(self.metadata.get("preprocess"), self.path)
+            except Exception:
+                self._deactivate()
+                raise
             self.active = True
         return self
 
@@ -59,17 +69,35 @@ class Runner:
         self.deactivate()
 
     # -- inference --------------------------------------------------------------------------------------------
-    def __call__(self, video, audio) -> np.ndarray:
+    def __call__(self, *arrays, **named) -> np.ndarray:
         if not self.active:  # as Polygraphy's runners: activation is explicit, so freeing is too
             raise CfnsrError(f"the {self.backend} runner of {self.path.name} is not active: use `with load(path) as "
                              "runner:` (or runner.activate() and runner.deactivate())")
-        video, audio = self.check_inputs(video, audio)
-        return self._infer(video, audio)
+        return self._infer(self.check_inputs(self.bind(arrays, named)))
 
-    def check_inputs(self, video, audio):
-        """Names, ranks, fixed dimensions, batch agreement and dtype, checked once per call."""
-        arrays = []
-        for spec, value in zip(self.input_spec, (video, audio)):
+    def bind(self, arrays: tuple, named: dict) -> dict:
+        """The inputs by name: positional ones in ``input_spec`` order, then the named ones; every input once."""
+        names = [s.name for s in self.input_spec]
+        if len(arrays) > len(names):
+            raise InputError(f"{len(arrays)} inputs given; the {self.backend} artifact {self.path.name} takes "
+                             f"{len(names)}: {', '.join(names)}")
+        given = dict(zip(names, arrays))
+        twice = sorted(set(given) & set(named))
+        if twice:
+            raise InputError(f"input {twice[0]!r} given twice (by position and by name)")
+        given.update(named)
+        unknown, missing = sorted(set(given) - set(names)), [n for n in names if n not in given]
+        if unknown or missing:
+            raise InputError(f"the {self.backend} artifact {self.path.name} takes inputs {', '.join(names)}"
+                             + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                             + (f"; missing: {', '.join(missing)}" if missing else ""))
+        return {n: given[n] for n in names}
+
+    def check_inputs(self, inputs: dict) -> dict:
+        """Ranks, fixed dimensions, batch agreement and dtype of the inputs by name, checked once per call."""
+        arrays = {}
+        for spec in self.input_spec:
+            value = inputs[spec.name]
             arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
             shape = tuple(arr.shape)
             ok = len(shape) == len(spec.shape) and all(e is None or e == g for e, g in zip(spec.shape, shape))
@@ -84,22 +112,27 @@ class Runner:
                 rows = np.nonzero(bad.reshape(len(arr), -1).any(1))[0] if arr.ndim else []
                 raise InputError(f"input {spec.name!r} holds {int(bad.sum())} non-finite values (NaN/Inf) in batch "
                                  f"item(s) {[int(r) for r in rows[:5]]}: a model cannot be trusted on them")
-            arrays.append(arr)
-        if arrays[0].shape[0] != arrays[1].shape[0]:
-            a, b = (s.name for s in self.input_spec)
-            raise InputError(f"inputs {a!r} and {b!r} have batch sizes {arrays[0].shape[0]} and "
-                             f"{arrays[1].shape[0]}; they must match")
+            arrays[spec.name] = arr
+        batches = {name: a.shape[0] for name, a in arrays.items()}
+        if len(set(batches.values())) > 1:
+            (a, na), (b, nb) = list(batches.items())[:2]
+            raise InputError(f"inputs {a!r} and {b!r} have batch sizes {na} and {nb}; they must match")
         return arrays
 
     # -- hooks ------------------------------------------------------------------------------------------------
     def _activate(self) -> None:
         raise NotImplementedError
 
-    def _infer(self, video, audio) -> np.ndarray:
+    def _infer(self, inputs: dict) -> np.ndarray:
         raise NotImplementedError
 
     def _deactivate(self) -> None:
         pass
+
+    @property
+    def kind(self) -> str:
+        """"features" or "media", as ``cfnsr.artifact`` reads the artifact's metadata."""
+        return input_kind(self.metadata, str(self.path))
 
     @property
     def preprocess(self) -> dict | None:
@@ -112,21 +145,25 @@ class Runner:
         return list(self.metadata.get("labels") or EMOTIONS)
 
 
-def spec_from_metadata(inputs: list[dict]) -> tuple[TensorSpec, TensorSpec]:
-    """The two input TensorSpecs from the ``cfnsr.inputs`` metadata entry: (video, audio) features, or (frames,
-    pcm) for a media artifact, whose graph holds its own front end."""
-    ins = [i for i in inputs if i.get("kind", "input") == "input"]
-    by_name = {i["name"]: i for i in ins}
-    names = ("frames", "pcm") if "frames" in by_name else ("video", "audio")
+def spec_from_metadata(metadata: dict, source: str = "the artifact") -> tuple[TensorSpec, ...]:
+    """The input TensorSpecs from the ``cfnsr.inputs`` metadata entry, for the artifact's input kind: (video, audio)
+    features, or (frames, pcm) for a media artifact, whose graph holds its own front end."""
+    by_name = {i["name"]: i for i in metadata.get("inputs", []) if i.get("kind", "input") == "input"}
     out = []
-    for name in names:
+    for name in input_names(input_kind(metadata, source)):
+        if name not in by_name:
+            raise ArtifactError(f"{source}: its cfnsr.inputs metadata lists no input {name!r}")
         i = by_name[name]
         out.append(TensorSpec(name, tuple(d if isinstance(d, int) and d > 0 else None for d in i["shape"]),
                               i.get("dtype", "float32")))
     return tuple(out)
 
 
-def input_kind(metadata: dict) -> str:
-    """"media" (uint8 crops + PCM in, the front end in the graph) or "features" (normalised video + MFCC)."""
-    names = {i["name"] for i in metadata.get("inputs", []) if i.get("kind", "input") == "input"}
-    return "media" if "frames" in names else "features"
+def preprocess_spec(entry: dict | None, source) -> PreprocessSpec | None:
+    """The PreprocessSpec of an artifact's ``cfnsr.preprocess`` entry (None when it records none)."""
+    if not entry:
+        return None
+    try:
+        return PreprocessSpec.from_dict(entry)
+    except (TypeError, ValueError, AttributeError, CfnsrError) as e:
+        raise ArtifactError(f"{source}: its cfnsr.preprocess entry is not a valid preprocessing spec ({e})") from e

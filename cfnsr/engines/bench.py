@@ -33,16 +33,17 @@ def stats(times_ms: list[float]) -> dict:
             "p99_ms": float(np.percentile(t, 99)), "min_ms": float(t.min()), "runs": int(len(t))}
 
 
-def _inputs(spec, batch: int, seed: int = 0):
+def _inputs(spec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs by name for ``batch`` clips: uint8 crops and a quiet PCM for media artifacts, else N(0, 1)."""
     rng = np.random.default_rng(seed)
-    out = []
+    out = {}
     for s in spec:
         shape = tuple(batch if d is None else d for d in s.shape)
         if s.dtype == "uint8":  # a media artifact's face crops
-            out.append(rng.integers(0, 256, shape, dtype=np.uint8))
+            out[s.name] = rng.integers(0, 256, shape, dtype=np.uint8)
         else:
-            out.append(0.1 * rng.standard_normal(shape, dtype=np.float32) if s.name == "pcm"
-                       else rng.standard_normal(shape, dtype=np.float32))
+            out[s.name] = (0.1 * rng.standard_normal(shape, dtype=np.float32) if s.name == "pcm"
+                           else rng.standard_normal(shape, dtype=np.float32))
     return out
 
 
@@ -62,13 +63,13 @@ def bench(entries: list[Entry], batches=(1,), warmup: int = 3, iters: int = 20, 
         options.update(device_options(e.path, e.backend, device))
         with load(e.path, e.backend, **options) as runner:
             for b in batches:
-                video, audio = _inputs(runner.input_spec, b)
+                inputs = _inputs(runner.input_spec, b)
                 for _ in range(warmup):
-                    runner(video, audio)
+                    runner(**inputs)
                 wall, gpu_ms = [], []
                 for _ in range(iters):
                     t0 = time.perf_counter()
-                    logits = runner(video, audio)
+                    logits = runner(**inputs)
                     wall.append((time.perf_counter() - t0) * 1e3)
                     if runner.last_device_ms is not None:
                         gpu_ms.append(runner.last_device_ms)

@@ -1,7 +1,8 @@
 """``cfnsr predict``: one clip, many clips, or a long recording's timeline, through one ``Recognizer``.
 
-The model is loaded once; each clip is decoded, its face found (the RAVDESS landmark file when there is one, else
-OpenCV's Haar detector), cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
+The model is loaded once; each clip is decoded, its face found (``find_faces``, preprocessing's policy: the RAVDESS
+landmark file when there is one, else OpenCV's Haar detector, else the frame centre with --allow-center-crop),
+cropped, and run. Results go to the terminal, and to JSON Lines / CSV files; a timeline
 (sliding windows over a recording) goes to a CSV of probabilities over time and a PNG plot of them.
 """
 
@@ -88,26 +89,21 @@ def timeline_paths(video: Path, out_dir: str | Path | None = None) -> tuple[Path
     return out / f"{video.stem}.timeline.csv", out / f"{video.stem}.timeline.png"
 
 
-def video_fps(video: Path) -> float:
-    from ..data.features import _open
-
-    with _open(video) as container:
-        if not container.streams.video:
-            raise DataError(f"{shown(video)} has no video track")
-        return float(container.streams.video[0].average_rate or 0) or 25.0
-
-
 def check_hop(video: Path, hop: float) -> None:
     """A timeline hop of at least one video frame (a smaller one repeats windows, millions of them)."""
-    fps = video_fps(video)
+    from ..data.features import frame_rate
+
+    fps = frame_rate(video)
     if hop < 1.0 / fps:
         raise DataError(f"--hop {hop:g} s is shorter than one frame of {shown(video.name)} (1/{fps:g} s = "
                         f"{1 / fps:.4f} s): give at least {1 / fps:.4f}")
 
 
-def _save_inputs(folder: Path, arrays) -> None:
+def _save_inputs(folder: Path, inputs: dict) -> None:
+    """The model's two inputs as ``video.npy`` and ``audio.npy``, in the artifact's input order (a media artifact's
+    crops and PCM too): the files ``cfnsr_infer --video --audio`` reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, arr in zip(("video.npy", "audio.npy"), arrays):
+    for name, arr in zip(("video.npy", "audio.npy"), inputs.values()):
         with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(arr))
 
@@ -175,7 +171,7 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     face is found per window; audio is cut from the window as from a clip."""
     from tqdm import tqdm
 
-    from ..data.features import _decode_frames, decode_audio, frame_indices
+    from ..data.features import decode_audio, decode_frames, frame_indices, frame_rate
 
     s = rec.spec
     window = window or 2 * s.audio_offset + s.audio_duration
@@ -185,7 +181,7 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     video = Path(video)
     if video.is_dir():
         raise DataError(f"{shown(video)} is a folder, not a recording")
-    fps = video_fps(video)
+    fps = frame_rate(video)
     check_hop(video, hop)
     issues: list[str] = []
     audio, rate = decode_audio(video, issues)
@@ -194,7 +190,7 @@ def timeline(video: str | Path, rec: Recognizer, window: float | None = None, ho
     picks = {t0: np.minimum((t0 * fps + frame_indices(max(int(window * fps), 1), s.frames)).astype(int), 10**9)
              for t0 in starts}
     keep = {int(i) for idx in picks.values() for i in idx}
-    got, total = _decode_frames(video, keep, issues)
+    got, total = decode_frames(video, keep, issues)
     for w in issues:
         if strict:
             raise DataError(f"{shown(video)}: {w} (--strict)")

@@ -1,9 +1,11 @@
 """``cfnsr.Recognizer``: the persistent runtime for applications. Load an artifact once, then predict from files or
 from frames + audio, with the time each stage took.
 
-Stages: decode (PyAV), detection (the landmark file's boxes, or OpenCV's Haar detector), crop (resize to the
-spec's face size), resample (soxr, as ``librosa.resample`` does), features (librosa's MFCC: features artifacts
-only; a media artifact computes it in its graph), model (the runner; the front end included for media artifacts).
+Stages: decode (PyAV), detection (``cfnsr.data.features.find_faces``, the face policy preprocessing follows too:
+the landmark file's boxes, else OpenCV's Haar detector, else the frame centre only with ``allow_center_crop``), crop
+(resize to the spec's face size), resample (soxr, as ``librosa.resample`` does), features (librosa's MFCC:
+features artifacts only; a media artifact computes it in its graph), model (the runner; the front end included for
+media artifacts).
 Everything uses the functions of ``cfnsr.data`` that build the training cache: one implementation, nothing copied.
 """
 
@@ -18,23 +20,20 @@ import numpy as np
 from ..data.features import (
     audio_segment,
     audio_warnings,
-    box_problem,
-    center_boxes,
     crop_faces,
     decode_audio,
+    find_faces,
     frame_indices,
-    haar_boxes,
     landmark_boxes,
     mfcc_features,
     read_video_frames,
     resample,
     to_model_inputs,
 )
-from ..data.spec import PreprocessSpec
 from ..errors import ArtifactError, DataError
 from ..fileio import shown
 from . import device_options, load
-from .base import InputError, input_kind
+from .base import InputError
 
 STAGES = ("decode", "detection", "crop", "resample", "features", "model")
 
@@ -91,7 +90,8 @@ def check_rate(sample_rate) -> int | float:
 class Recognizer:
     """``Recognizer(artifact, backend=None, device="auto")``: loads once; use as a context manager (or ``close()``).
 
-    ``allow_center_crop``: classify the frame centre when no face is found (refused by default, as in preprocess).
+    ``allow_center_crop``: classify the frame centre when no face is found. Refused by default, as preprocessing
+    skips such a clip unless given ``--allow-center-crop``: both follow ``cfnsr.data.features.find_faces``.
     """
 
     def __init__(self, artifact: str | Path, backend: str | None = None, device: str | None = "auto",
@@ -100,11 +100,11 @@ class Recognizer:
         self.allow_center_crop = allow_center_crop
         self.runner = load(self.artifact, backend, **device_options(self.artifact, backend, device), **options)
         self.runner.activate()
-        if not self.runner.preprocess:
+        if self.runner.spec is None:
             self.close()
             raise ArtifactError(f"{artifact} records no preprocessing spec (cfnsr.preprocess); re-export it")
-        self.spec = PreprocessSpec.from_dict(self.runner.preprocess)
-        self.kind = input_kind(self.runner.metadata) if self.runner.backend != "torch" else "features"
+        self.spec = self.runner.spec
+        self.kind = self.runner.kind
         self.labels = self.runner.labels
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -139,19 +139,16 @@ class Recognizer:
         if strict and issues:
             raise DataError(f"{shown(path)}: {'; '.join(issues)} (--strict)")
         decode_ms = (time.perf_counter() - t0) * 1e3
-        boxes, note = None, None
+        boxes = None
         t = time.perf_counter()
         if landmarks is not None:
             from ..data.ravdess import read_landmarks
 
             boxes = landmark_boxes(read_landmarks(landmarks), frame_indices(n_frames, self.spec.frames), n_frames)
-            problem = box_problem(boxes, *frames.shape[1:3])
-            if problem:
-                boxes, note = None, f"landmarks {landmarks} not used: {problem}"
         landmark_ms = (time.perf_counter() - t) * 1e3
         tried = f"a landmark file ({'none found' if landmarks is None else landmarks}) and "
-        pred = self._predict(frames, audio, rate, boxes, source=str(path), tried=tried)
-        pred.crop_note = pred.crop_note or note
+        pred = self._predict(frames, audio, rate, boxes, source=str(path), tried=tried,
+                             boxes_from=f"landmarks {landmarks}")
         pred.warnings = issues
         pred.timings_ms["decode"] = decode_ms
         pred.timings_ms["detection"] += landmark_ms
@@ -179,22 +176,15 @@ class Recognizer:
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return pred
 
-    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "") -> Prediction:
+    def _predict(self, frames, audio, rate, boxes, source=None, tried: str = "", boxes_from: str = "boxes"
+                 ) -> Prediction:
         timings = dict.fromkeys(STAGES, 0.0)
         t = time.perf_counter()
-        method, note = "landmarks", None
-        if boxes is not None:
-            problem = box_problem(boxes, *frames.shape[1:3])
-            if problem:
-                boxes, note = None, f"boxes not used: {problem}"
-        if boxes is None:
-            boxes, method = haar_boxes(frames), "haar"
-        if boxes is None:
-            if not self.allow_center_crop:
-                raise DataError(f"no face found in {source or 'the frames'}: tried {tried}OpenCV's Haar face "
-                                f"detector on {len(frames)} frames. Pass --landmarks CSV (or boxes), or "
-                                "--allow-center-crop to classify the centre of the frame anyway")
-            boxes, method = center_boxes(len(frames), *frames.shape[1:3]), "center"
+        faces = find_faces(frames, boxes, boxes_from=boxes_from, allow_center_crop=self.allow_center_crop,
+                           source=source or "the frames", tried=tried,
+                           fix="--landmarks CSV (or boxes), or --allow-center-crop to classify the centre of the "
+                               "frame anyway")
+        boxes, method, note = faces.boxes, faces.method, faces.note
         timings["detection"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         crops = crop_faces(frames, boxes, self.spec)
@@ -205,15 +195,15 @@ class Recognizer:
         t = time.perf_counter()
         if self.kind == "media":
             pcm, padded = audio_segment(audio, self.spec)
-            inputs = (crops[None], pcm[None])
+            inputs = {"frames": crops[None], "pcm": pcm[None]}
         else:
             mfcc, padded = mfcc_features(audio, self.spec)
             video, audio_in = to_model_inputs(crops, mfcc, self.spec)
-            inputs = (video[None], audio_in[None])
+            inputs = {"video": video[None], "audio": audio_in[None]}
         timings["features"] = (time.perf_counter() - t) * 1e3
-        self.last_inputs = inputs  # what the model was given (cfnsr predict --save-inputs writes them)
+        self.last_inputs = inputs  # what the model was given, by name (cfnsr predict --save-inputs writes them)
         t = time.perf_counter()
-        logits = self.runner(*inputs)[0].astype(np.float64)
+        logits = self.runner(**inputs)[0].astype(np.float64)
         timings["model"] = (time.perf_counter() - t) * 1e3
         if not np.isfinite(logits).all():
             raise ArtifactError(f"{self.artifact} returned non-finite logits ({logits.tolist()}): the model is broken")

@@ -15,40 +15,44 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(self, path, device: str = "cpu", threads: int | None = None):
-        super().__init__(path)
-        self.device, self.threads = device, threads
+        """``path``: a checkpoint file, or a ``Checkpoint`` already loaded (validate's reference)."""
+        from ..model.checkpoint import Checkpoint
+
+        checkpoint = path if isinstance(path, Checkpoint) else None
+        super().__init__(checkpoint.path if checkpoint is not None else path)
+        self.checkpoint, self.device, self.threads = checkpoint, device, threads
 
     def _activate(self) -> None:
         import torch
 
         from ..artifact import EMOTIONS
-        from ..model.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..model.checkpoint import Checkpoint
 
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.device.startswith("cuda") and not cuda_available():
             raise CfnsrError(f"--device {self.device}: torch {torch.__version__} sees no CUDA GPU "
                              f"({'a CPU-only build' if torch.version.cuda is None else 'no device visible'})")
-        ckpt = load_checkpoint(self.path)
-        self.model = model_from_checkpoint(ckpt, str(self.path)).to(self.device)
+        ckpt = self.checkpoint or Checkpoint.load(self.path)
+        self.model = ckpt.model().to(self.device)
         cfg = self.model.config
-        self.metadata = {"precision": "fp32", "labels": list(EMOTIONS), "preprocess": ckpt.get("preprocess"),
+        self.metadata = {"precision": "fp32", "labels": list(EMOTIONS),
+                         "preprocess": ckpt.preprocess.to_dict() if ckpt.preprocess else None,
                          "model_config": cfg.to_dict()}
         self.input_spec = (TensorSpec("video", (None, 3, cfg.frames, cfg.image_size, cfg.image_size)),
                            TensorSpec("audio", (None, cfg.mfcc_bins, cfg.mfcc_frames)))
 
-    def _infer(self, video, audio) -> np.ndarray:
+    def _infer(self, inputs: dict) -> np.ndarray:
         import torch
 
         with torch.no_grad():
             if self.device == "cpu":
-                return self.model(torch.as_tensor(video), torch.as_tensor(audio)).float().numpy()
+                return self.model(**{k: torch.as_tensor(v) for k, v in inputs.items()}).float().numpy()
             # Pinned host buffers, asynchronous copies, and the GPU time of the forward pass from CUDA events.
-            v = torch.as_tensor(video).pin_memory().to(self.device, non_blocking=True)
-            a = torch.as_tensor(audio).pin_memory().to(self.device, non_blocking=True)
+            on_gpu = {k: torch.as_tensor(v).pin_memory().to(self.device, non_blocking=True) for k, v in inputs.items()}
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            logits = self.model(v, a)
+            logits = self.model(**on_gpu)
             end.record()
             end.synchronize()
             self.last_device_ms = float(start.elapsed_time(end))
@@ -93,11 +97,10 @@ class OnnxRuntimeRunner(Runner):
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
         self.device = "cuda" if self.session.get_providers()[0] in ("CUDAExecutionProvider",
                                                                      "TensorrtExecutionProvider") else "cpu"
-        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
 
-    def _infer(self, video, audio) -> np.ndarray:
-        a, b = (s.name for s in self.input_spec)
-        return self.session.run(["logits"], {a: np.asarray(video), b: np.asarray(audio)})[0]
+    def _infer(self, inputs: dict) -> np.ndarray:
+        return self.session.run(["logits"], {k: np.asarray(v) for k, v in inputs.items()})[0]
 
     def _deactivate(self) -> None:
         del self.session
@@ -134,11 +137,10 @@ class OpenVinoRunner(Runner):
             raise ArtifactError(f"OpenVINO cannot load {self.path}: {str(e).splitlines()[0]}") from e
         self.request = self.compiled.create_infer_request()
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
 
-    def _infer(self, video, audio) -> np.ndarray:
-        a, b = (s.name for s in self.input_spec)
-        result = self.request.infer({a: np.asarray(video), b: np.asarray(audio)})
+    def _infer(self, inputs: dict) -> np.ndarray:
+        result = self.request.infer({k: np.asarray(v) for k, v in inputs.items()})
         return np.asarray(result[self.compiled.output("logits")])
 
     def _deactivate(self) -> None:
@@ -186,19 +188,18 @@ class AotiRunner(Runner):
         self.metadata = validate_metadata(package_metadata(self.package.get_metadata()), self.path)
         self.device = self.metadata.get("device", "cpu")
         self.max_batch = int(self.metadata.get("max_batch", 1))
-        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
 
-    def _infer(self, video, audio) -> np.ndarray:
+    def _infer(self, inputs: dict) -> np.ndarray:
         import torch
 
-        n = video.shape[0]
+        n = next(iter(inputs.values())).shape[0]
         if n > self.max_batch:
             raise InputError(f"batch {n} exceeds the package's maximum batch {self.max_batch} "
                              f"(re-export with a larger --max-batch)")
-        with torch.no_grad():
-            v = torch.as_tensor(video).to(self.device)
-            a = torch.as_tensor(audio).to(self.device)
-            return self.package(v, a).float().cpu().numpy()
+        with torch.no_grad():  # the package takes its inputs in the order of its graph: input_spec's
+            args = [torch.as_tensor(inputs[s.name]).to(self.device) for s in self.input_spec]
+            return self.package(*args).float().cpu().numpy()
 
     def _deactivate(self) -> None:
         del self.package

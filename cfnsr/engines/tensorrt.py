@@ -23,6 +23,7 @@ import numpy as np
 from ..artifact import SIDECAR_FORMAT, read_sidecar, sidecar_path  # noqa: F401  (the runtime's view of them)
 from ..errors import ArtifactError, CfnsrError
 from ..lazy import cuda_available, require
+from ..lazy import gpu_identity as lazy_gpu_identity
 from .base import Runner, TensorSpec, spec_from_metadata
 
 
@@ -38,11 +39,9 @@ def _cudart():
 
 def gpu_identity() -> dict:
     """Name and compute capability of GPU 0: from torch when it has CUDA, else from the CUDA runtime directly."""
-    if cuda_available():
-        import torch
-
-        major, minor = torch.cuda.get_device_capability(0)
-        return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    seen = lazy_gpu_identity()
+    if seen:
+        return {"gpu": seen["gpu"], "compute_capability": seen["compute_capability"]}
     rt = _cudart()
     major, minor = ctypes.c_int(), ctypes.c_int()
     # cudaDevAttrComputeCapabilityMajor = 75, ...Minor = 76 (stable since CUDA 5)
@@ -114,7 +113,7 @@ class TensorRTRunner(Runner):
 
         self.metadata = validate_metadata(side["cfnsr"], self.path)
         self.min_batch, _, self.max_batch = side["profile"]["batch"]
-        self.input_spec = spec_from_metadata(self.metadata["inputs"])
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
         try:
             engine = trt_mod.EngineFromBytes(self.path.read_bytes())()
         except Exception as e:  # Polygraphy raises its own exception type on a failed deserialisation
@@ -125,16 +124,15 @@ class TensorRTRunner(Runner):
             self.session = trt_mod.TrtRunner(engine)
             self.session.activate()
 
-    def _infer(self, video, audio) -> np.ndarray:
-        n = video.shape[0]
+    def _infer(self, inputs: dict) -> np.ndarray:
+        n = next(iter(inputs.values())).shape[0]
         if not self.min_batch <= n <= self.max_batch:
             raise CfnsrError(f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch}; "
                              "rebuild with `cfnsr build --batch MIN,OPT,MAX`")
         if isinstance(self.session, _TorchCudaSession):
-            logits, self.last_device_ms = self.session.run(video, audio, graph=self.cuda_graph)
+            logits, self.last_device_ms = self.session.run(inputs, graph=self.cuda_graph)
             return logits
-        a, b = (s.name for s in self.input_spec)
-        out = self.session.infer({a: np.ascontiguousarray(video), b: np.ascontiguousarray(audio)})
+        out = self.session.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
         return np.asarray(out["logits"], dtype=np.float32)
 
     def _deactivate(self) -> None:
@@ -148,7 +146,7 @@ class TensorRTRunner(Runner):
 class _TorchCudaSession:
     """Own execution for what Polygraphy lacks: CUDA-event timing and CUDA-graph replay, on one torch stream."""
 
-    def __init__(self, engine, max_batch: int, inputs: tuple[str, str] = ("video", "audio")):
+    def __init__(self, engine, max_batch: int, inputs: tuple[str, ...] = ("video", "audio")):
         import torch
 
         if not cuda_available():
@@ -170,23 +168,23 @@ class _TorchCudaSession:
         self.shape_batch: int | None = None
         self.inputs = inputs
 
-    def _set_batch(self, n: int, video_shape, audio_shape) -> None:
+    def _set_batch(self, n: int, shapes: dict) -> None:
         if self.shape_batch != n:
-            self.context.set_input_shape(self.inputs[0], tuple(video_shape))
-            self.context.set_input_shape(self.inputs[1], tuple(audio_shape))
+            for name in self.inputs:
+                self.context.set_input_shape(name, tuple(shapes[name]))
             self.shape_batch = n
 
     def _enqueue(self) -> None:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise ArtifactError("TensorRT enqueue failed")
 
-    def run(self, video, audio, graph: bool) -> tuple[np.ndarray, float]:
+    def run(self, inputs: dict, graph: bool) -> tuple[np.ndarray, float]:
         torch = self.torch
-        n = video.shape[0]
+        n = next(iter(inputs.values())).shape[0]
         with torch.cuda.stream(self.stream):
-            self.buffers[self.inputs[0]][:n].copy_(torch.as_tensor(video), non_blocking=False)
-            self.buffers[self.inputs[1]][:n].copy_(torch.as_tensor(audio), non_blocking=False)
-            self._set_batch(n, video.shape, audio.shape)
+            for name in self.inputs:
+                self.buffers[name][:n].copy_(torch.as_tensor(inputs[name]), non_blocking=False)
+            self._set_batch(n, {name: inputs[name].shape for name in self.inputs})
             if graph and n not in self.graphs:
                 self._enqueue()  # warm-up outside the capture (TensorRT's deferred shape updates happen here)
                 self.stream.synchronize()

@@ -5,14 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.cache import FeatureCache
-from ..data.splits import Split
 from ..errors import ArtifactError
-from ..fileio import sha256_file
-from ..model.checkpoint import load_checkpoint
-from ..model.config import ModelConfig
+from ..model.checkpoint import Checkpoint
 from . import device_options, load
 from .accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays, held_out_media
-from .base import input_kind
+from .runners import TorchRunner
 
 
 def validate(artifact: str | Path, reference: str | Path, data: str | Path, backend: str | None = None,
@@ -21,24 +18,24 @@ def validate(artifact: str | Path, reference: str | Path, data: str | Path, back
     """``device`` (cpu, cuda, auto) places both the artifact's backend and the torch reference."""
     artifact, reference = Path(artifact), Path(reference)
     cache = FeatureCache.open(data)
-    ckpt = load_checkpoint(reference)
-    cache.check_checkpoint(ModelConfig.from_dict(ckpt["model_config"]), ckpt.get("preprocess"))
-    split = Split.of_checkpoint(ckpt)
+    ckpt = Checkpoint.load(reference)
+    cache.check_checkpoint(ckpt.config, ckpt.preprocess)
+    split = ckpt.split
     with load(artifact, backend, **device_options(artifact, backend, device)) as runner, \
-            load(reference, "torch", **device_options(reference, "torch", device)) as ref:
+            TorchRunner(ckpt, **device_options(reference, "torch", device)) as ref:
         source = runner.metadata.get("source_sha256")
-        if source and source != sha256_file(reference):
+        if source and source != ckpt.sha256:
             raise ArtifactError(f"{artifact} was exported from another checkpoint than {reference} "
                                 f"(its cfnsr.source_sha256 is {source[:12]}..., the reference is "
-                                f"{sha256_file(reference)[:12]}...)")
+                                f"{ckpt.sha256[:12]}...)")
         precision = precision or runner.metadata.get("precision") or "fp32"
         video, audio, labels = held_out_arrays(cache, split, clips, log)
-        expected = ref(video[:1], audio[:1]).shape
-        got_ref = batched(ref, video, audio)
-        if input_kind(runner.metadata) == "media":  # the same clips as crops + PCM: the front end is checked too
-            got = batched(runner, *held_out_media(cache, split, clips))
+        expected = ref(video=video[:1], audio=audio[:1]).shape
+        got_ref = batched(ref, video=video, audio=audio)
+        if runner.kind == "media":  # the same clips as crops + PCM: the front end is checked too
+            got = batched(runner, **held_out_media(cache, split, clips))
         else:
-            got = batched(runner, video, audio)
+            got = batched(runner, video=video, audio=audio)
         if got.shape[1:] != expected[1:]:
             raise ArtifactError(f"{artifact} returns logits of shape {got.shape[1:]}, expected {expected[1:]}")
     result = compare(got_ref, got, labels, precision, thresholds)

@@ -26,11 +26,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..artifact import read_metadata
 from ..engines.tensorrt import SIDECAR_FORMAT, gpu_identity, sidecar_path, tensorrt_version
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path, check_file, sha256_file, write_json
 from ..lazy import require
-from .onnx_graph import read_metadata
 
 
 @dataclass(frozen=True)

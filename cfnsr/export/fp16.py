@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-from .onnx_graph import topological_sort
+from .onnx_graph import producers, topological_sort
 
 # Kept in fp32 by op type: normalisation, softmax, reductions, and the integer/boolean position path.
 FP32_OPS = [
@@ -20,7 +20,7 @@ FP32_OPS = [
 
 def mask_path_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes whose output feeds a Softmax directly: the additive causal mask lives there."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     names = []
     for n in model.graph.node:
         if n.op_type == "Softmax":

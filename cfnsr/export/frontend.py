@@ -23,7 +23,9 @@ import onnx
 import torch
 from torch import nn
 
+from ..artifact import MEDIA_INPUT_NAMES
 from ..data.spec import PreprocessSpec
+from .onnx_graph import OPSET, attribute, producers, reachable_from, torch_to_onnx
 
 FRONTEND_PREFIX = "frontend."  # buffers (initializers) of the front end: the quantizer and fp16 converter skip them
 N_MELS = 128
@@ -115,15 +117,14 @@ def media_example_inputs(spec: PreprocessSpec, batch: int, generator: torch.Gene
 def frontend_nodes(model) -> set[str]:
     """Names of the ONNX nodes of the front end: downstream of ``frames``/``pcm`` and upstream of the tensors the
     network proper reads (found from the graph: the DCT MatMul's output and the layout transpose's output)."""
-    from .onnx_graph import reachable_from
-
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     inits = {i.name for i in model.graph.initializer}
     ends = []
     for n in model.graph.node:
         if n.op_type == "MatMul" and any(i.startswith(FRONTEND_PREFIX + "dct") for i in n.input if i in inits):
             ends.append(n.output[0])
-        if n.op_type == "Transpose" and n.name in reachable_from(model, "frames") and _perm(n) == [0, 4, 1, 2, 3]:
+        layout = n.op_type == "Transpose" and list(attribute(n, "perm", [])) == [0, 4, 1, 2, 3]
+        if layout and n.name in reachable_from(model, "frames"):
             ends.append(n.output[0])
     upstream, stack = set(), list(ends)
     while stack:
@@ -142,33 +143,11 @@ def frontend_nodes(model) -> set[str]:
     return (upstream & downstream) | after
 
 
-def _perm(node) -> list[int]:
-    for a in node.attribute:
-        if a.name == "perm":
-            return list(a.ints)
-    return []
-
-
 def export_frontend_onnx(spec: PreprocessSpec, opset: int) -> onnx.ModelProto:
     """The front end alone as ONNX (``frames``, ``pcm`` -> ``video``, ``audio``), at ``opset``, its initializers
     named ``frontend.*``."""
-    import logging
-    import warnings
-    from pathlib import Path
-
-    from ..fileio import temp_dir
-    from .onnx_graph import OPSET
-
-    fe = FrontEnd(spec).eval()
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with temp_dir("frontend") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(fe, media_example_inputs(spec, 2), dynamo=True, opset_version=OPSET,
-                                    input_names=["frames", "pcm"], output_names=["video", "audio"],
-                                    dynamic_shapes={"frames": {0: batch}, "pcm": {0: batch}}, verbose=False)
-        program.save(str(Path(tmp) / "frontend.onnx"))
-        front = onnx.load(str(Path(tmp) / "frontend.onnx"))
+    front = torch_to_onnx(FrontEnd(spec), media_example_inputs(spec, 2), list(MEDIA_INPUT_NAMES),
+                          ["video", "audio"])
     front = onnx.compose.add_prefix(front, FRONTEND_PREFIX, rename_inputs=False, rename_outputs=False)
     if opset != OPSET:
         front = onnx.version_converter.convert_version(front, opset)

@@ -34,20 +34,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CfnsrError
-from .onnx_graph import attribute, consumers, reachable_from, topological_sort
+from .formats import check_choice
+from .onnx_graph import attribute, consumers, producers, reachable_from, topological_sort
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 # fp16 Q/DQ scales (and a DequantizeLinear with fp16 output) need opset 19; TensorRT 10.0+ parses opsets 9-20.
 FP16_QDQ_OPSET = 19
-
-SCOPES = {
-    "all": "every Conv, MatMul and Gemm that int8 can speed up",
-    "no-stem": "everything but the 7x7x7 video stem",
-    "no-grouped": "everything but the grouped 3x3x3 convolutions of the ResNeXt",
-    "no-stem-grouped": "everything but the stem and the grouped convolutions",
-    "audio-fusion": "the audio branch, the fusion block and the classifier "
-                    "(the whole video branch stays high precision)",
-}
 
 
 @dataclass
@@ -89,8 +81,7 @@ def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placeme
     The video branch is found from the graph, not from names: the nodes downstream of the ``video`` input and not
     of the ``audio`` input. The stem is the Conv that reads the ``video`` input.
     """
-    if scope not in SCOPES:
-        raise CfnsrError(f"unknown --int8-scope {scope!r}; choose one of: {', '.join(SCOPES)}")
+    check_choice("int8_scope", scope)
     video_only = reachable_from(model, "video") - reachable_from(model, "audio")
     p = Placement()
     for n in model.graph.node:
@@ -127,7 +118,7 @@ def plan(model: onnx.ModelProto, scope: str, attention: bool = False) -> Placeme
 
 def _ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
     """Every tensor upstream of ``tensor`` (itself included)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     seen, stack = set(), [tensor]
     while stack:
         t = stack.pop()
@@ -141,7 +132,7 @@ def _ancestors(model: onnx.ModelProto, tensor: str) -> set[str]:
 
 def residual_inputs(model: onnx.ModelProto, quantized: set[str]) -> dict[str, str]:
     """{Add node: its shortcut input} for the Adds that TensorRT can fuse into a quantized Conv."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     cons = consumers(model)
     consts = set(_initializers(model))
 
@@ -182,8 +173,7 @@ def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], sco
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
-    if high_precision not in ("fp32", "fp16"):
-        raise CfnsrError(f"--high-precision must be fp32 or fp16, got {high_precision!r}")
+    check_choice("high_precision", high_precision)
     model = onnx.shape_inference.infer_shapes(model)
     placement = plan(model, scope, attention)
     if not placement.quantize:
@@ -226,7 +216,7 @@ def _quantize_residuals(model: onnx.ModelProto, residual: dict[str, str], ranges
     """Give each residual Add's shortcut input a Q/DQ pair: the tensor's existing pair when it has one (an identity
     shortcut shares the pair of the next block's Conv input), else a new per-tensor pair."""
     existing = {}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" and n.input[0] in producer:
             q = producer[n.input[0]]
@@ -266,7 +256,7 @@ def to_fp16_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.version_converter.convert_version(model, FP16_QDQ_OPSET)
     model = fp16_mod.to_fp16(model, extra_fp32_ops=["QuantizeLinear", "DequantizeLinear"])
     inits = _initializers(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model)
     cons = consumers(model)
     fp16_scales: dict[str, str] = {}
 

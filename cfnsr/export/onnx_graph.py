@@ -9,52 +9,47 @@ import warnings
 import onnx
 import torch
 
-from ..artifact import (  # noqa: F401  (re-exported: the export layer's view of the artifact layer)
-    INPUT_NAMES,
-    MEDIA_INPUT_NAMES,
-    META_PREFIX,
-    METADATA_SCHEMA,
-    OUTPUT_NAME,
-    base_metadata,
-    decode_metadata,
-    encode_metadata,
-    read_metadata,
-    tensor_entry,
-)
+from ..artifact import INPUT_NAMES, OUTPUT_NAME, encode_metadata, tensor_entry
 from ..errors import ArtifactError
-from ..model.network import CFNSR
 
 OPSET = 18
 
 
-def export_fp32(model: CFNSR, path: str | os.PathLike, media_spec=None) -> onnx.ModelProto:
-    """``torch.onnx.export(dynamo=True)``, opset 18, dynamic batch axis.
+def torch_to_onnx(module: torch.nn.Module, example: tuple, input_names: list[str], output_names: list[str],
+                  opset: int = OPSET) -> onnx.ModelProto:
+    """``module`` (eval mode) through ``torch.onnx.export(dynamo=True)`` at ``opset``, the first axis of every input
+    dynamic: the one torch -> ONNX step of the network and of the media front end.
 
-    ``media_spec``: ``model`` is a ``frontend.MediaModel`` taking ``frames``/``pcm`` (this spec's shapes) instead
-    of ``video``/``audio`` features. The example batch is 2: with a batch-1 example the exporter specialises the
-    batch axis to 1.
+    The example batch must be 2 or more: with a batch-1 example the exporter specialises the batch axis to 1.
     """
-    from ..model.summary import example_inputs
+    import inspect
+    from pathlib import Path
 
-    model = model.eval()
-    if media_spec is not None:
-        from .frontend import media_example_inputs
+    from ..fileio import temp_dir
 
-        example, names = media_example_inputs(media_spec, batch=2), list(MEDIA_INPUT_NAMES)
-    else:
-        example = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
-        names = list(INPUT_NAMES)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    args = list(inspect.signature(module.forward).parameters)
     # The exporter logs a warning per torchvision op it cannot register; cfnsr uses none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with temp_dir("onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, tuple(example), dynamo=True, opset_version=OPSET, input_names=names,
-            output_names=[OUTPUT_NAME], dynamic_shapes={n: {0: batch} for n in _forward_args(model)}, verbose=False,
+            module.eval(), tuple(example), dynamo=True, opset_version=opset, input_names=input_names,
+            output_names=output_names, dynamic_shapes={n: {0: batch} for n in args}, verbose=False,
         )
-    program.save(str(path))
-    proto = onnx.load(str(path))
+        path = Path(tmp) / "model.onnx"
+        program.save(str(path))
+        return onnx.load(str(path))
+
+
+def export_fp32(model: torch.nn.Module, path: str | os.PathLike) -> onnx.ModelProto:
+    """The CFN-SR network as fp32 ONNX (opset 18, dynamic batch axis), saved at ``path`` (the calibrator and the
+    divergence report read the file), then checked and returned shape-inferred."""
+    from ..model.summary import example_inputs
+
+    example = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
+    proto = torch_to_onnx(model, example, list(INPUT_NAMES), [OUTPUT_NAME])
+    onnx.save(proto, str(path))
     onnx.checker.check_model(proto)
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     for value in list(proto.graph.input) + list(proto.graph.output):
@@ -62,12 +57,6 @@ def export_fp32(model: CFNSR, path: str | os.PathLike, media_spec=None) -> onnx.
         if first.dim_value:
             raise ArtifactError(f"export left the batch axis of {value.name!r} fixed at {first.dim_value}")
     return proto
-
-
-def _forward_args(model) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(model.forward).parameters)
 
 
 def input_spec(model: onnx.ModelProto) -> list[dict]:
@@ -98,6 +87,11 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """The node that writes each tensor."""
+    return {o: n for n in model.graph.node for o in n.output}
 
 
 def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

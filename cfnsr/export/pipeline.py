@@ -9,7 +9,6 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 
 from __future__ import annotations
 
-import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,20 +17,20 @@ from pathlib import Path
 import onnx
 import torch
 
+from ..artifact import base_metadata, input_names
 from ..data.cache import FeatureCache
-from ..data.splits import Split
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 from ..errors import CfnsrError
 from ..fileio import Outputs, atomic_path, sha256_file, shown, temp_dir
 from ..lazy import require
-from ..model.checkpoint import load_checkpoint, model_from_checkpoint
-from ..reports import write_export_report
+from ..model.checkpoint import Checkpoint
+from . import divergence, readiness
 from . import fp16 as fp16_mod
-from . import gate as gate_mod
 from . import int8 as int8_mod
-from . import readiness
-from .formats import FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, resolve
-from .onnx_graph import base_metadata, export_fp32, input_spec, set_metadata
+from .formats import CHOICES, FORMATS, INT8_OPTIONS, OPTION_FLAGS, Format, check_choice, resolve
+from .onnx_graph import export_fp32, input_spec, set_metadata
+from .readiness import Readiness
+from .report import ExportReport
 
 
 @dataclass
@@ -60,7 +59,7 @@ class ExportOptions:
 class ExportResult:
     path: Path
     passed: bool
-    report: dict
+    report: dict  # the export report as written to NAME.report.json (ExportReport.to_dict())
     engine: Path | None = None
 
 
@@ -78,17 +77,19 @@ def failed_name(path: Path) -> Path:
 class ExportJob:
     """Everything one export works on, gathered and checked once by ``export``."""
 
-    checkpoint: Path
+    ckpt: Checkpoint  # its preprocessing, split and sha256 travel with it
     model: object  # the CFN-SR network, eval mode, CPU
     out: Path
-    preprocess: dict | None
-    source_sha: str
     cache: FeatureCache | None
-    split: Split | None
     opts: ExportOptions
     tmp: Path  # a private folder for intermediate files
     log: Callable
-    report: dict = field(default_factory=dict)
+    report: ExportReport
+
+    @property
+    def preprocess(self) -> dict:
+        """The checkpoint's PreprocessSpec as the artifact's ``cfnsr.preprocess`` entry ({} when it records none)."""
+        return self.ckpt.preprocess.to_dict() if self.ckpt.preprocess else {}
 
 
 def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResult:
@@ -104,25 +105,21 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         raise CfnsrError(f"output {shown(out)} must end in {fmt.suffix}"
                          + (" (the engine is written beside it)" if fmt.suffix == ".onnx" else ""))
     declare_outputs(checkpoint, out, opts, formats).check()
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, str(checkpoint))
-    split = Split.of_checkpoint(ckpt)
-    preprocess = ckpt.get("preprocess")
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model()
     cache = FeatureCache.open(opts.data) if opts.data else None
     if cache is not None:
-        cache.check_checkpoint(model.config, preprocess)
-    if opts.inputs == "media" and not preprocess:
+        cache.check_checkpoint(model.config, ckpt.preprocess)
+    if opts.inputs == "media" and ckpt.preprocess is None:
         raise CfnsrError("--inputs media builds the checkpoint's preprocessing into the graph, and this checkpoint "
                          "records none (re-train with `cfnsr train`, or export --inputs features)")
     if opts.precision == "int8" and cache is None:
         raise CfnsrError("--precision int8 needs RAVDESS clips to calibrate on: pass --calib-data CACHE "
                          "(a `cfnsr preprocess` output)")
-    source_sha = sha256_file(checkpoint)
     with temp_dir("export") as tmp:
-        job = ExportJob(checkpoint, model, out, preprocess, source_sha, cache, split, opts, tmp, log,
-                        {"checkpoint": str(checkpoint), "checkpoint_sha256": source_sha, "precision": opts.precision,
-                         "model_config": model.config.name, "format": fmt.name})
-        art_path, gate = EXPORTERS[fmt.name](job)
+        report = ExportReport(str(checkpoint), ckpt.sha256, opts.precision, model.config.name, fmt.name)
+        job = ExportJob(ckpt, model, out, cache, opts, tmp, log, report)
+        art_path, gate = ROUTES[fmt.route](job)
         result = _finish(job, art_path, gate)
     if result.passed and "engine" in formats:
         from .engine import build_engine
@@ -167,27 +164,36 @@ def check_options(fmt: Format, opts: ExportOptions) -> None:
                              f"{', '.join(OPTION_FLAGS[o] for o in fmt.options) or 'none of the format options'})")
         if given and name in INT8_OPTIONS and opts.precision != "int8":
             raise CfnsrError(f"{flag} applies to --precision int8 only")
-    if opts.high_precision not in ("fp32", "fp16"):
-        raise CfnsrError(f"--high-precision must be fp32 or fp16, got {opts.high_precision!r}")
-    if opts.int8_scope not in int8_mod.SCOPES:
-        raise CfnsrError(f"unknown --int8-scope {opts.int8_scope!r}; choose one of: {', '.join(int8_mod.SCOPES)}")
-    if opts.inputs not in ("features", "media"):
-        raise CfnsrError(f"--inputs must be features or media, got {opts.inputs!r}")
+    for name in CHOICES:
+        check_choice(name, getattr(opts, name))
 
 
+# The export routes, by the name formats.FORMATS gives them (``Format.route``); each registers itself below.
+ROUTES: dict[str, Callable[[ExportJob], tuple[Path, GateResult]]] = {}
+
+
+def route(name: str):
+    def register(fn):
+        ROUTES[name] = fn
+        return fn
+
+    return register
+
+
+@route("onnx")
 def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     """fp32 ONNX (opset 18), then fp16 or int8 in the graph, metadata, the TensorRT readiness check, the gate."""
     opts = job.opts
     fp32_path = job.tmp / "model.fp32.onnx"
-    job.log(f"exporting {job.checkpoint} ({job.model.config.name}) to ONNX opset 18 ...")
+    job.log(f"exporting {job.ckpt.path} ({job.model.config.name}) to ONNX opset 18 ...")
     graph = export_fp32(job.model, fp32_path)
     calibration = None
     if opts.precision == "fp16":
         graph = fp16_mod.to_fp16(graph)
     elif opts.precision == "int8":
         graph, calibration = _int8(graph, fp32_path, job)
-        job.report["calibration"] = calibration
-    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess or {}, job.source_sha),
+        job.report.calibration = calibration
+    meta = {**base_metadata(input_spec(graph), opts.precision, job.preprocess, job.ckpt.sha256),
             "input_kind": "features"}
     if calibration is not None:
         meta["calibration"] = {k: calibration[k] for k in ("method", "clips", "clip_list_sha256", "actors",
@@ -200,8 +206,7 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
     if calibration is not None:  # the placement knows why each layer stayed in high precision
         ready.high_precision.update({k: v for k, v in calibration["high_precision_nodes"].items()
                                      if k in ready.high_precision})
-    job.report["tensorrt_readiness"] = {"ok": ready.ok, "problems": ready.problems,
-                                        "high_precision_layers": ready.high_precision}
+    job.report.tensorrt_readiness = ready
     if not ready.ok and opts.check_trt:
         raise CfnsrError(f"the exported graph is {ready} (pass --no-trt-check to write it anyway)")
 
@@ -216,10 +221,9 @@ def export_onnx(job: ExportJob) -> tuple[Path, GateResult]:
 
 def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_path: Path) -> Path:
     """--inputs media: the gated network behind the in-graph front end; checked statically and for parity."""
-    from ..data.spec import PreprocessSpec
     from .frontend import compose_media, export_frontend_onnx, media_parity
 
-    spec = PreprocessSpec.from_dict(job.preprocess)
+    spec = job.ckpt.preprocess
     opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     job.log("adding the media front end (uint8 face crops + PCM in; MFCC and normalisation in the graph, fp32) ...")
     media = compose_media(graph, spec)
@@ -227,19 +231,19 @@ def _compose_media(job: ExportJob, graph: onnx.ModelProto, meta: dict, features_
     path = job.tmp / "artifact.media.onnx"
     onnx.save(media, str(path))
     ready = readiness.check(media)
-    job.report["tensorrt_readiness"].update(ok=ready.ok, problems=ready.problems)
+    # the media graph's problems; the layers kept in high precision are the gated network's
+    job.report.tensorrt_readiness = Readiness(ready.problems, job.report.tensorrt_readiness.high_precision)
     if not ready.ok and job.opts.check_trt:
         raise CfnsrError(f"the media graph is {ready} (pass --no-trt-check to write it anyway)")
     diff = media_parity(path, export_frontend_onnx(spec, opset), features_path, spec)
-    job.report["media"] = {"inputs": "frames uint8 (B,T,S,S,3) + pcm float32 (B,N)", "composition_max_abs_logit": diff,
-                           "note": "the gate ran on the network with the cache's features; the front end's MFCC "
-                                   "matches librosa's within 1e-3 (tests/export/test_frontend.py)"}
+    job.report.media_parity = diff
     if not diff <= 1e-3:
         raise CfnsrError(f"the media graph departs from the gated network by {diff:.3g} in the logits")
     job.log(f"media front end added: composition parity {diff:.2g}")
     return path
 
 
+@route("pt2")
 def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
     """An AOTInductor package (fp32, cpu or cuda) for the C++ runtime's libtorch backend, then the gate."""
     from ..engines.runners import AotiRunner
@@ -248,59 +252,57 @@ def export_pt2(job: ExportJob) -> tuple[Path, GateResult]:
 
     opts, model = job.opts, job.model
     if opts.inputs == "media":
-        from ..data.spec import PreprocessSpec
         from .frontend import MediaModel
 
-        model = MediaModel(model, PreprocessSpec.from_dict(job.preprocess)).eval()
+        model = MediaModel(model, job.ckpt.preprocess).eval()
     art_path = job.tmp / "artifact.pt2"
     job.log(f"compiling {model.config.name} with AOTInductor for {opts.device} (batch 1..{opts.max_batch}); "
             "this takes a minute or more ...")
-    meta = {**base_metadata(package_input_spec(model), "fp32", job.preprocess or {}, job.source_sha),
-            "input_kind": opts.inputs}
-    compile_package(model, art_path, meta, device=opts.device, max_batch=opts.max_batch)
+    example = _example(model, opts.inputs)
+    meta = {**base_metadata(package_input_spec(example, model.config.num_classes), "fp32", job.preprocess,
+                            job.ckpt.sha256), "input_kind": opts.inputs}
+    compile_package(model, art_path, meta, example, device=opts.device, max_batch=opts.max_batch)
     model.to("cpu")
-    job.report.update(device=opts.device, max_batch=opts.max_batch)
+    job.report.device, job.report.max_batch = opts.device, opts.max_batch
     if opts.inputs == "media":  # parity with the torch model on seeded media inputs (the cache holds no PCM)
         return art_path, _media_package_gate(job, model, art_path)
     # A CUDA package is checked in a fresh process: torch 2.11's Python loader was seen to crash on them.
     if opts.device == "cuda":
         from .pt2 import run_isolated
 
-        infer = functools.partial(run_isolated, art_path)
+        def infer(**inputs):
+            return run_isolated(art_path, inputs)
     else:
         infer = _in_batches(AotiRunner(art_path), opts.max_batch)
     return art_path, _gate(job, infer, art_path, None)
 
 
-# The export route of each format in formats.FORMATS (an engine is the ONNX route plus `cfnsr build`).
-EXPORTERS: dict[str, Callable[[ExportJob], tuple[Path, GateResult]]] = {"onnx": export_onnx, "pt2": export_pt2}
-
-
 def _finish(job: ExportJob, art_path: Path, gate: GateResult) -> ExportResult:
     """The one ending of every route: the artifact written atomically (as NAME.FAILED.* when the gate failed, and
     then exiting non-zero), its sha256 and size, and the reports beside it."""
-    job.report["gate"] = gate.to_dict()
+    report = job.report
+    report.gate = gate
     final = job.out if gate.passed else failed_name(job.out)
     with atomic_path(final, force=True if not gate.passed else job.opts.force) as dst:
         shutil.copyfile(art_path, dst)
-    job.report.update(output=str(final), size_bytes=final.stat().st_size, sha256=sha256_file(final))
-    write_export_report(final, job.report, report_path(final, ""))
-    return ExportResult(final, gate.passed, job.report)
+    report.output, report.size_bytes, report.sha256 = str(final), final.stat().st_size, sha256_file(final)
+    report.write(final, report_path(final, ""))
+    return ExportResult(final, gate.passed, report.to_dict())
 
 
 def _int8(graph, fp32_path: Path, job: ExportJob):
     """Calibrate on training-actor clips (through the range cache), then place Q/DQ for TensorRT."""
-    from .. import calibration as calib
+    from . import calibrate as calib
 
-    cache, split, opts, log = job.cache, job.split, job.opts, job.log
+    cache, split, opts, log = job.cache, job.ckpt.split, job.opts, job.log
     if split is None:
         raise CfnsrError("the checkpoint records no split, so its training actors are unknown: int8 calibration "
                          "must not see evaluation actors (re-train with `cfnsr train`, or export fp32/fp16)")
     clips = calib.select_clips(cache, split.train, opts.calib_clips, seed=opts.calib_seed,
                                forbidden_actors=split.evaluation_actors)
-    log(f"calibrating on {len(clips)} clips of training actors {sorted({c['actor'] for c in clips})} "
+    log(f"calibrating on {len(clips)} clips of training actors {sorted({c.actor for c in clips})} "
         f"({opts.calib_method}) ...")
-    ranges, info = calib.calibrate(fp32_path, job.source_sha, cache, clips, opts.calib_method,
+    ranges, info = calib.calibrate(fp32_path, job.ckpt.sha256, cache, clips, opts.calib_method,
                                    job.out.parent / "calibration-cache", progress=opts.progress,
                                    entropy_bins=opts.entropy_bins)
     log("calibration cache " + ("reused: " if info["cache_hit"] else "written: ") + info["cache_file"])
@@ -313,26 +315,39 @@ def _int8(graph, fp32_path: Path, job: ExportJob):
 def _in_batches(runner, max_batch: int = 8):
     """All clips through ``runner``, batch by batch (at most ``max_batch``: a package's limit), the runner open only
     meanwhile."""
-    def infer(video, audio):
+    def infer(**inputs):
         with runner:
-            return batched(runner, video, audio, batch=min(8, max_batch))
+            return batched(runner, batch=min(8, max_batch), **inputs)
 
     return infer
 
 
+def _example(model, kind: str, batch: int = 2) -> dict:
+    """Seeded example inputs of ``model`` by name, for an artifact of ``kind`` (what a package is traced on)."""
+    if kind == "media":
+        from .frontend import media_example_inputs
+
+        arrays = media_example_inputs(model.frontend.spec, batch)
+    else:
+        from ..model.summary import example_inputs
+
+        arrays = example_inputs(model.config, batch=batch, generator=torch.Generator().manual_seed(0))
+    return dict(zip(input_names(kind), arrays))
+
+
 def _media_package_gate(job: ExportJob, model, art_path: Path) -> GateResult:
     from ..engines.runners import AotiRunner
-    from .frontend import media_example_inputs
 
-    frames, pcm = media_example_inputs(model.frontend.spec, 4)
+    example = _example(model, "media", 4)
     with torch.no_grad():
-        ref = model(frames, pcm).numpy()
+        ref = model(**example).numpy()
+    inputs = {k: v.numpy() for k, v in example.items()}
     if job.opts.device == "cuda":
         from .pt2 import run_isolated
 
-        got = run_isolated(art_path, frames.numpy(), pcm.numpy())
+        got = run_isolated(art_path, inputs)
     else:
-        got = _in_batches(AotiRunner(art_path), job.opts.max_batch)(frames.numpy(), pcm.numpy())
+        got = _in_batches(AotiRunner(art_path), job.opts.max_batch)(**inputs)
     job.log("media package: parity with the torch model on 4 seeded media inputs")
     result = compare(ref, got, None, "fp32", job.opts.thresholds)
     job.log(result.summary())
@@ -343,7 +358,7 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
     """``infer(video, audio) -> logits`` of the artifact at ``art_path`` against the checkpoint's logits."""
     opts, model, log = job.opts, job.model, job.log
     if job.cache is not None:
-        video, audio, labels = held_out_arrays(job.cache, job.split, opts.gate_clips, log)
+        video, audio, labels = held_out_arrays(job.cache, job.ckpt.split, opts.gate_clips, log)
     else:  # no data: parity on seeded random inputs, labelled as such
         log("no --calib-data given: the gate compares logits on 8 random inputs (pass a cache for accuracy)")
         g = torch.Generator().manual_seed(0)
@@ -353,13 +368,13 @@ def _gate(job: ExportJob, infer, art_path: Path, fp32_path: Path | None) -> Gate
         video, audio, labels = v.numpy(), a.numpy(), None
     with torch.no_grad():
         ref = batched(lambda v, a: model(torch.from_numpy(v), torch.from_numpy(a)).numpy(), video, audio)
-    got = infer(video, audio)
+    got = infer(video=video, audio=audio)
     result = compare(ref, got, labels, opts.precision, opts.thresholds)
     if not result.passed and opts.precision == "int8" and fp32_path is not None:
         log("int8 gate failed: locating the layers where int8 departs from fp32 ...")
         inputs = [{"video": video[i:i + 1], "audio": audio[i:i + 1]} for i in range(min(2, len(video)))]
-        result.divergence = gate_mod.first_divergence(str(fp32_path), str(art_path), inputs)
-        result.suggestion = gate_mod.suggest_scope(opts.int8_scope)
+        result.divergence = divergence.first_divergence(str(fp32_path), str(art_path), inputs)
+        result.suggestion = divergence.suggest_scope(opts.int8_scope)
     log(result.summary())
     return result
 

@@ -24,35 +24,23 @@ from ..artifact import OUTPUT_NAME, encode_metadata, tensor_entry
 from ..errors import ArtifactError, CfnsrError
 from ..fileio import atomic_path, temp_dir
 from ..lazy import cuda_available
-from ..model.network import CFNSR
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_MAX_BATCH = 64
 
 
-def input_spec(model: CFNSR) -> list[dict]:
-    """The ``inputs`` metadata entry ONNX files carry (``onnx_graph.input_spec``), with ``batch`` as the dynamic
-    axis."""
-    from ..model.summary import example_inputs
-
-    if hasattr(model, "frontend"):
-        from .frontend import media_example_inputs
-
-        frames, pcm = media_example_inputs(model.frontend.spec, batch=1)
-        return [tensor_entry("frames", "input", ["batch", *frames.shape[1:]], "uint8"),
-                tensor_entry("pcm", "input", ["batch", *pcm.shape[1:]]),
-                tensor_entry(OUTPUT_NAME, "output", ["batch", model.config.num_classes])]
-    video, audio = example_inputs(model.config, batch=1)
-    return [tensor_entry("video", "input", ["batch", *video.shape[1:]]),
-            tensor_entry("audio", "input", ["batch", *audio.shape[1:]]),
-            tensor_entry(OUTPUT_NAME, "output", ["batch", model.config.num_classes])]
+def input_spec(example: dict[str, torch.Tensor], num_classes: int) -> list[dict]:
+    """The ``inputs`` metadata entry ONNX files carry (``onnx_graph.input_spec``) for a package traced on the named
+    ``example`` inputs, with ``batch`` as the dynamic axis."""
+    return [*(tensor_entry(name, "input", ["batch", *t.shape[1:]], str(t.dtype).replace("torch.", ""))
+              for name, t in example.items()),
+            tensor_entry(OUTPUT_NAME, "output", ["batch", num_classes])]
 
 
-def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: str = "cpu",
-               max_batch: int = DEFAULT_MAX_BATCH, force: bool = False) -> Path:
-    """Compile ``model`` (fp32, batch 1..max_batch) into an AOTInductor package at ``path``, atomically."""
-    from ..model.summary import example_inputs
-
+def export_pt2(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, example: dict[str, torch.Tensor],
+               device: str = "cpu", max_batch: int = DEFAULT_MAX_BATCH, force: bool = False) -> Path:
+    """Compile ``model`` (fp32, batch 1..max_batch), traced on the named ``example`` inputs (a batch of 2 or more,
+    named as ``model.forward`` names them), into an AOTInductor package at ``path``, atomically."""
     if device not in DEVICES:
         raise CfnsrError(f"--device must be one of {DEVICES} for a pt2 package, got {device!r}")
     if device == "cuda" and not cuda_available():
@@ -63,14 +51,10 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     if path.suffix != ".pt2":
         raise CfnsrError(f"output {path} must end in .pt2")
     model = model.eval().to(device)
-    if hasattr(model, "frontend"):  # a frontend.MediaModel: frames + pcm in
-        from .frontend import media_example_inputs
-
-        first, second = media_example_inputs(model.frontend.spec, batch=2)
-    else:
-        first, second = example_inputs(model.config, batch=2, generator=torch.Generator().manual_seed(0))
-    first, second = first.to(device), second.to(device)
     names = list(inspect.signature(model.forward).parameters)
+    if list(example) != names:
+        raise CfnsrError(f"example inputs {list(example)} are not the model's inputs {names}")
+    args = tuple(t.to(device) for t in example.values())
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     meta = encode_metadata({**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__})
     for name in ("torch._inductor", "torch.utils.cpp_extension"):  # the latter warns "No CUDA runtime" on CPUs
@@ -78,7 +62,7 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     with warnings.catch_warnings(), temp_dir("pt2") as tmp:
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            program = torch.export.export(model, (first, second), dynamic_shapes={n: {0: batch} for n in names})
+            program = torch.export.export(model, args, dynamic_shapes={n: {0: batch} for n in names})
             built = torch._inductor.aoti_compile_and_package(
                 program, package_path=str(Path(tmp) / "model.pt2"),
                 inductor_configs={"aot_inductor.metadata": meta})
@@ -87,11 +71,11 @@ def export_pt2(model: CFNSR, path: str | os.PathLike, metadata: dict, device: st
     return path
 
 
-def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeout: float = 1800):
-    """Logits of ``package`` on numpy inputs, computed in a fresh Python process.
+def run_isolated(package: str | os.PathLike, inputs: dict, batch: int = 8, timeout: float = 1800):
+    """Logits of ``package`` on numpy ``inputs`` (by name, dtypes kept), computed in a fresh Python process.
 
     A crash of torch's Python loader (seen with torch 2.11 on CUDA packages: SIGSEGV in ``aoti_load_package``)
-    then becomes an error message instead of killing the export. Arrays travel as .npy files.
+    then becomes an error message instead of killing the export. Arrays travel as one .npz file.
     """
     import subprocess
     import sys
@@ -99,13 +83,13 @@ def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeo
     import numpy as np
 
     with temp_dir("aoti") as tmp:
-        paths = [Path(tmp) / n for n in ("video.npy", "audio.npy", "logits.npy")]
-        np.save(paths[0], np.ascontiguousarray(video, np.float32))
-        np.save(paths[1], np.ascontiguousarray(audio, np.float32))
+        given, logits = Path(tmp) / "inputs.npz", Path(tmp) / "logits.npy"
+        np.savez(given, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
         code = ("import sys, numpy as np; from cfnsr.engines.runners import AotiRunner; "
-                "from cfnsr.engines.accuracy import batched; v, a = np.load(sys.argv[2]), np.load(sys.argv[3]); "
-                "r = AotiRunner(sys.argv[1]).activate(); np.save(sys.argv[4], batched(r, v, a, int(sys.argv[5])))")
-        done = subprocess.run([sys.executable, "-c", code, str(package), *map(str, paths), str(batch)],
+                "from cfnsr.engines.accuracy import batched; inputs = dict(np.load(sys.argv[2])); "
+                "r = AotiRunner(sys.argv[1]).activate(); "
+                "np.save(sys.argv[3], batched(r, batch=int(sys.argv[4]), **inputs))")
+        done = subprocess.run([sys.executable, "-c", code, str(package), str(given), str(logits), str(batch)],
                               capture_output=True, text=True, timeout=timeout)
         if done.returncode < 0:
             raise ArtifactError(
@@ -115,4 +99,4 @@ def run_isolated(package: str | os.PathLike, video, audio, batch: int = 8, timeo
         if done.returncode != 0:
             raise ArtifactError(f"loading {package} in a fresh process failed (exit {done.returncode}): "
                                 f"{done.stderr.strip()[-2000:]}")
-        return np.load(paths[2])
+        return np.load(logits)

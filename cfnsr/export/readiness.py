@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 import onnx
 
-from .onnx_graph import attribute, constant_arrays
+from .onnx_graph import attribute, constant_arrays, consumers, producers
 
 
 def supported_ops() -> set[str]:
@@ -70,7 +70,7 @@ def check(model: onnx.ModelProto) -> Readiness:
                 kinds.append("-inf" if np.isneginf(arr).any() else "inf")
             r.problems.append(f"constant {name!r} holds {'/'.join(kinds)} (use a large finite value)")
 
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producer_of = producers(model)
     for n in model.graph.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -88,7 +88,7 @@ def check(model: onnx.ModelProto) -> Readiness:
             continue
         if np.any(scale <= 0):
             r.problems.append(f"{n.op_type} {n.name}: non-positive scale")
-        weight = n.op_type == "DequantizeLinear" and n.input[0] in consts and n.input[0] not in producers
+        weight = n.op_type == "DequantizeLinear" and n.input[0] in consts and n.input[0] not in producer_of
         if weight and consts[n.input[0]].ndim > 1 and scale.size > 1:
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
             if consts[n.input[0]].shape[axis] != scale.size:
@@ -121,11 +121,8 @@ def fusion_lint(model: onnx.ModelProto) -> FusionLint:
     Layers with no Q/DQ at all are not problems: they are listed in ``high_precision`` (a scope choice).
     """
     lint = FusionLint()
-    producer = {o: n for n in model.graph.node for o in n.output}
-    cons: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            cons.setdefault(i, []).append(n)
+    producer = producers(model)
+    cons = consumers(model)
     consts = dict(constant_arrays(model))
 
     def op(t):

@@ -1,17 +1,30 @@
-"""The CFN-SR network, its configurations, checkpoints and the published-checkpoint import."""
+"""The CFN-SR network, its configurations, checkpoints and the published-checkpoint import.
 
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
-from .config import EMOTIONS, ModelConfig, get_config, list_configs
-from .network import CFNSR, create_model
+Names are imported on first use: ``cfnsr.model.config`` (the configurations and their registry) imports no torch,
+so ``cfnsr --help`` can list the configuration names without it.
+"""
 
-__all__ = [
-    "CFNSR",
-    "EMOTIONS",
-    "ModelConfig",
-    "create_model",
-    "get_config",
-    "list_configs",
-    "load_checkpoint",
-    "load_model",
-    "save_checkpoint",
-]
+from __future__ import annotations
+
+_LAZY = {
+    "CFNSR": "network",
+    "create_model": "network",
+    "ModelConfig": "config",
+    "get_config": "config",
+    "list_configs": "config",
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -4,18 +4,26 @@ A checkpoint is a dict of plain Python values and tensors, so it loads with ``to
 
     {"format": "cfnsr-checkpoint", "format_version": 1, "cfnsr_version": ...,
      "model_config": {...}, "state_dict": {...}, "preprocess": {...} | None, ...extra}
+
+``Checkpoint.load(path)`` reads it once and checks it where it is opened: its ``ModelConfig``, ``PreprocessSpec``
+and ``Split`` are typed objects from then on (export, validate, evaluate and the torch runner take them), and a
+malformed entry fails there, naming the file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..data.spec import PreprocessSpec
+from ..data.splits import Split
+from ..errors import CfnsrError, CheckpointError
+from ..fileio import atomic_path, sha256_file
 from .config import ModelConfig
 from .network import CFNSR
 
@@ -92,10 +100,6 @@ def validate_checkpoint(ckpt: dict, source: str) -> dict:
     weights against the network in ``load_state_dict_checked``): ``format_version`` an integer this cfnsr reads,
     ``model_config`` a valid configuration, ``state_dict`` a dict of named tensors, ``split`` (when present)
     complete and consistent, ``preprocess`` (when present) a valid spec. Raises CheckpointError naming the entry."""
-    from ..data.spec import PreprocessSpec
-    from ..data.splits import Split
-    from ..errors import CfnsrError
-
     version = ckpt.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{source}: format_version is {version!r}, not an integer: the file was not written by "
@@ -118,7 +122,7 @@ def validate_checkpoint(ckpt: dict, source: str) -> dict:
         raise CheckpointError(f"{source}: state_dict entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor")
     if ckpt.get("split"):
         try:
-            split = Split.of_checkpoint(ckpt)
+            split = Split.from_dict(ckpt["split"])
             actors = [*split.train, *split.val, *split.test]
             if not (split.train and split.test and all(isinstance(a, int) for a in actors)):
                 raise ValueError("its train and test actors must be non-empty lists of actor numbers")
@@ -135,18 +139,60 @@ def validate_checkpoint(ckpt: dict, source: str) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, source: str = "checkpoint") -> CFNSR:
-    validate_checkpoint(ckpt, source)
-    cfg = ModelConfig.from_dict(ckpt["model_config"])
-    model = CFNSR(cfg)
-    load_state_dict_checked(model, ckpt["state_dict"], source)
-    return model.eval()
+def _entry(ckpt: dict, key: str, parse, source: str):
+    """``parse(ckpt[key])``, None when the entry is absent or empty; a malformed one names the file and the entry."""
+    value = ckpt.get(key)
+    if not value:
+        return None
+    try:
+        return parse(value)
+    except (KeyError, TypeError, ValueError, CfnsrError) as e:
+        raise CheckpointError(f"{source}: invalid {key}: {e}") from e
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A cfnsr checkpoint, read once (``Checkpoint.load``) and checked there."""
+
+    path: Path
+    config: ModelConfig
+    state_dict: dict
+    preprocess: PreprocessSpec | None  # how its training clips became inputs (None: imported without one)
+    split: Split | None  # the actors it was trained, selected and tested on (None: not from `cfnsr train`)
+    metrics: dict | None = None  # {"val": ..., "test": ...} of its epoch
+    epoch: int | None = None
+    cache_hash: str | None = None  # the feature cache it was trained on
+    git_commit: str | None = None
+    raw: dict = field(default_factory=dict, repr=False)  # everything the file holds (a last.pt's training state)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Checkpoint":
+        path = Path(path)
+        ckpt = load_checkpoint(path)
+        config = _entry(ckpt, "model_config", ModelConfig.from_dict, str(path))
+        if config is None:
+            raise CheckpointError(f"{path}: invalid model_config: the entry is missing")
+        if not isinstance(ckpt.get("state_dict"), dict):
+            raise CheckpointError(f"{path} holds no state_dict")
+        return cls(path, config, ckpt["state_dict"], _entry(ckpt, "preprocess", PreprocessSpec.from_dict, str(path)),
+                   _entry(ckpt, "split", Split.from_dict, str(path)), ckpt.get("metrics"), ckpt.get("epoch"),
+                   ckpt.get("cache_hash"), ckpt.get("git_commit"), ckpt)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's sha256: what exported artifacts record as ``cfnsr.source_sha256``."""
+        return sha256_file(self.path)
+
+    def model(self) -> CFNSR:
+        """The eval-mode network with these weights (on the CPU), its keys and shapes checked."""
+        model = CFNSR(self.config)
+        load_state_dict_checked(model, self.state_dict, str(self.path))
+        return model.eval()
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CFNSR:
     """Return the eval-mode CFN-SR network stored in a cfnsr checkpoint (contract)."""
-    model = model_from_checkpoint(load_checkpoint(path), str(path))
-    return model.to(map_location)
+    return Checkpoint.load(path).model().to(map_location)
 
 
 def describe_mismatch(expected: dict[str, torch.Size], got: dict[str, torch.Tensor], limit: int = 20) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..artifact import EMOTIONS  # noqa: F401  (the labels live in the artifact layer; re-exported here)
 from ..errors import CfnsrError
 from ..serial import JsonDataclass
 
@@ -122,6 +121,3 @@ def get_config(name: str, **overrides) -> ModelConfig:
     except KeyError:
         raise CfnsrError(f"unknown model configuration {name!r}; choose one of {list_configs()}") from None
     return cfg.replace(**overrides) if overrides else cfg
-
-
-__all__ = ["EMOTIONS", "ModelConfig", "get_config", "list_configs"]

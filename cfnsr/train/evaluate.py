@@ -8,12 +8,11 @@ import numpy as np
 
 from ..data.cache import FeatureCache
 from ..data.dataset import CacheDataset
-from ..data.splits import Split
 from ..errors import CfnsrError
 from ..metrics import classification_metrics
-from ..model.checkpoint import load_checkpoint, model_from_checkpoint
+from ..model.checkpoint import Checkpoint
 from ..reports import write_metrics_report
-from .trainer import predict
+from .scoring import predict
 
 MSAF_NOTE = ("MSAF protocol: the epoch was chosen on these same held-out actors, as the published 74.86% / 75.76% "
              "were; comparable to the papers, but optimistic.")
@@ -26,10 +25,10 @@ def evaluate_checkpoint(path: str | Path, cache: FeatureCache, actors=None, zero
     ``zero`` ("video" or "audio") replaces that modality's input with zeros: an ablation that shows the model uses
     both.
     """
-    ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt, str(path))
+    ckpt = Checkpoint.load(path)
+    model = ckpt.model()
     cache.check_model(model.config)
-    split = Split.of_checkpoint(ckpt)
+    split = ckpt.split
     if actors is None:
         if split is None:
             raise CfnsrError(f"{path} records no split; name the actors to evaluate on")
@@ -42,7 +41,7 @@ def evaluate_checkpoint(path: str | Path, cache: FeatureCache, actors=None, zero
     logits, labels = predict(model, ds)
     m = classification_metrics(logits, labels)
     m.update(checkpoint=str(path), actors=list(actors), protocol=split.protocol if split else None,
-             fold=split.fold if split else None, epoch=ckpt.get("epoch"), zeroed=zero)
+             fold=split.fold if split else None, epoch=ckpt.epoch, zeroed=zero)
     return m
 
 

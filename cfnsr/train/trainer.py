@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +33,14 @@ from ..data.dataset import CacheDataset, make_loader
 from ..data.splits import Split, make_split
 from ..errors import CfnsrError
 from ..fileio import write_json, write_text
+from ..lazy import bf16_supported
 from ..metrics import classification_metrics
 from ..model.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..model.config import ModelConfig
-from ..model.network import CFNSR, AudioBranch, VideoBranch
+from ..model.network import CFNSR
+from .distributed import Dist, distribute, init_distributed, pick_device
+from .scoring import predict
+from .unimodal import AudioOnly, VideoOnly
 
 
 @dataclass
@@ -64,76 +67,11 @@ class TrainConfig:
             raise CfnsrError("--epochs and --batch-size must be at least 1")
 
 
-# ------------------------------------------------------------------------------------------- unimodal models
-class VideoOnly(nn.Module):
-    """The published unimodal 3D ResNeXt (with the ReLU after its stem) and its classifier."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
-        self.video = VideoBranch(cfg.replace(stem_relu=True))
-        self.fc = nn.Linear(cfg.video_features, cfg.num_classes)
-
-    def forward(self, video, audio):
-        return self.fc(self.video(video).mean(dim=(2, 3, 4)))
-
-
-class AudioOnly(nn.Module):
-    """The published unimodal MFCCNet and its classifier."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.config = cfg
-        self.audio = AudioBranch(cfg)
-        self.dropout2 = nn.Dropout(cfg.audio_dropout2)
-        self.fc1 = nn.Linear(cfg.audio_features, cfg.num_classes)
-
-    def forward(self, video, audio):
-        return self.fc1(self.dropout2(self.audio(audio).flatten(1)))
-
-
-# ------------------------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-def init_distributed() -> Dist:
-    """Under ``torchrun`` (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
-
-
-def pick_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
-
-
 def amp_dtype(setting: str, device: torch.device):
     """bf16 where the GPU supports it, else fp16 (with a grad scaler); no autocast on CPU unless asked."""
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
-    if setting == "bf16" or (setting == "auto" and torch.cuda.is_bf16_supported()):
+    if setting == "bf16" or (setting == "auto" and bf16_supported()):
         return torch.bfloat16
     return torch.float16
 
@@ -146,23 +84,6 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-@torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int = 16, device: torch.device | None = None,
-            autocast=None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every item of ``dataset`` (eval mode, in order)."""
-    device = device or next(model.parameters()).device
-    was = model.training
-    model.eval()
-    logits, labels = [], []
-    for video, audio, label in make_loader(dataset, batch_size, shuffle=False):
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            out = model(video.to(device, non_blocking=True), audio.to(device, non_blocking=True))
-        logits.append(out.float().cpu().numpy())
-        labels.append(label.numpy())
-    model.train(was)
-    return np.concatenate(logits), np.concatenate(labels)
 
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_top1", "val_top1", "val_top2", "val_top4", "test_top1", "lr"]
@@ -218,18 +139,6 @@ def _restore(last: Path, model: nn.Module, opt, sched, device: torch.device) -> 
     return state["history"], state["best"], state["epoch"]
 
 
-def _distribute(model: nn.Module, train_ds, ctx: StageContext):
-    """(the module to train, the sampler): DistributedDataParallel and a DistributedSampler under torchrun."""
-    d, device = ctx.dist, ctx.device
-    if d.world <= 1:
-        return model, None
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data.distributed import DistributedSampler
-
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return net, DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=ctx.tc.seed)
-
-
 def _train_epoch(net, loader, opt, scaler, dtype, device: torch.device, bar_desc: str, show: bool) -> dict:
     """One pass over ``loader``; returns the epoch's mean loss and train top-1."""
     from tqdm import tqdm
@@ -282,7 +191,7 @@ def run_stage(stage: Stage, ctx: StageContext) -> dict:
     train_ds = CacheDataset(ctx.cache, ctx.split.train, train=True, seed=tc.seed)
     val_ds = CacheDataset(ctx.cache, ctx.split.val)
     test_ds = CacheDataset(ctx.cache, ctx.split.test) if ctx.split.test != ctx.split.val else None
-    net, sampler = _distribute(model, train_ds, ctx)
+    net, sampler = distribute(model, train_ds, d, device, tc.seed)
     per_rank_batch = max(1, tc.batch_size // d.world)
 
     for epoch in range(start + 1, stage.epochs + 1):

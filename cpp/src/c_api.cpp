@@ -7,8 +7,8 @@
 
 namespace {
 
-using cfnsr::detail::fail;
-using cfnsr::detail::guarded;
+using cfnsr::fail;
+using cfnsr::guarded;
 
 thread_local std::string last_error;
 
@@ -22,7 +22,12 @@ const cfnsr::TensorInfo* input_info(const cfnsr_model* m, cfnsr_input input) {
 
 }  // namespace
 
-void cfnsr::detail::set_last_error(const std::string& message) { last_error = message; }
+void cfnsr::set_last_error(const std::string& message) { last_error = message; }
+
+const cfnsr::Model& cfnsr::model_of(const cfnsr_model* handle) {
+  if (handle == nullptr || !handle->model) throw Error(Status::InvalidArgument, "the model handle is NULL");
+  return *handle->model;
+}
 
 extern "C" {
 

@@ -43,7 +43,8 @@ def cpp(tmp_path_factory):
     media = any("cfnsr_runtime: media component" in line for line in out)
     no_media = next((line.split("cfnsr_runtime: ", 1)[1] for line in out if "no media component" in line),
                     "the media component was not built")
-    return SimpleNamespace(prefix=prefix, lib=libs[0], infer=app / "cfnsr_infer", c_check=build / "cfnsr_c_check",
+    return SimpleNamespace(build=build, prefix=prefix, lib=libs[0], infer=app / "cfnsr_infer",
+                           c_check=build / "cfnsr_c_check",
                            aoti="aoti" in backends, no_aoti_reason=f"built without the AOTInductor backend: {why}",
                            media=media, no_media_reason=no_media, predict=app / "cfnsr_predict",
                            media_check=build / "cfnsr_media_check")

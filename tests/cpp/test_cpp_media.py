@@ -70,6 +70,12 @@ def test_media_component_is_installed_as_its_own_target(media):
         assert {"cfnsr_recognize_file", "cfnsr_recognize_frames", "cfnsr_media_crop_faces"} <= set(names)
         leaked = [n for n in names if n.startswith(("cv::", "av_", "avcodec_", "soxr_", "nlohmann::"))]
         assert not leaked, f"implementation symbols exported: {leaked[:5]}"
+        # What it takes from cfnsr_runtime is the runtime's public API: each name is in an installed header.
+        taken = [line.split(" U ", 1)[-1].strip() for line in
+                 run(["nm", "-D", "--undefined-only", "-C", lib]).stdout.splitlines() if " cfnsr" in line]
+        headers = "".join(p.read_text() for p in (prefix / "include" / "cfnsr").iterdir())
+        private = [n for n in taken if "detail::" in n or n.split("(")[0].split("::")[-1].lstrip("~") not in headers]
+        assert taken and not private, f"cfnsr_media uses runtime symbols outside its public headers: {private}"
 
 
 def test_predict_matches_python_on_synthetic_clips(media, media_pt2, synth_raw, recognizer, tmp_path):
@@ -148,9 +154,9 @@ def test_predict_matches_cfnsr_predict_on_real_media(media, media_pt2, face_clip
 def test_frames_and_pcm_buffers_match_python(media, media_pt2, face_clip, recognizer, tmp_path):
     """The camera path through the C interface (cfnsr_recognize_frames, and the building blocks with
     cfnsr_run_media), against Recognizer.predict on the same buffers; its error checks run too."""
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
 
-    got, total = _decode_frames(face_clip, set(range(10**6)))
+    got, total = decode_frames(face_clip, set(range(10**6)))
     frames = np.stack([got[i] for i in range(total)])
     pcm, rate = decode_audio(face_clip)
     (tmp_path / "frames.u8").write_bytes(frames.tobytes())

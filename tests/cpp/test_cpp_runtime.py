@@ -135,7 +135,7 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
     rc, _, err = infer(cpp, engine, *good)
     assert rc == STATUS["file_not_found"] and "has no sidecar" in err
 
-    from cfnsr.export.onnx_graph import read_metadata
+    from cfnsr.artifact import read_metadata
 
     sidecar = {"format": "cfnsr-engine", "tensorrt_version": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7",
                "profile": {"batch": [1, 1, 8]}, "source_onnx": str(fp32_onnx.path),
@@ -155,6 +155,17 @@ def test_cpp_error_paths(cpp, aoti, tiny_pt2, fp32_onnx, held_out, tmp_path):
 
     rc, _, err = infer(cpp, tmp_path / "model.bin")
     assert rc == 64 or rc == STATUS["file_not_found"]
+
+
+def test_ctest_runs_the_logic_checks(cpp):
+    """The C++ logic that needs no artifact and no Python (softmax, open errors, the media building blocks) is a
+    CTest target: CI runs it here, and `ctest --test-dir BUILD` runs it anywhere."""
+    if shutil.which("ctest") is None:
+        pytest.skip("ctest is not installed")
+    r = _run(["ctest", "--output-on-failure"], cwd=cpp.build)
+    assert r.returncode == 0 and "cfnsr_logic" in r.stdout and "100% tests passed" in r.stdout, r.stdout + r.stderr
+    if cpp.media:
+        assert "frame_indices: MSAF's i * n / count" in _run([cpp.build / "cfnsr_logic_check"]).stdout
 
 
 def test_only_the_api_is_exported(cpp):

@@ -66,7 +66,7 @@ def test_cache_refuses_another_spec(tmp_path, synth_raw):
 
 def test_dataloader_end_to_end(tiny_cache, tiny_config):
     assert tiny_cache.actors == list(range(1, 9)) and len(tiny_cache.clips) == 480
-    assert {c["crop"] for c in tiny_cache.clips} == {"landmarks"}
+    assert {c.crop for c in tiny_cache.clips} == {"landmarks"}
     tiny_cache.check_model(tiny_config)
     ds = CacheDataset(tiny_cache, actors=[1, 2], train=True, seed=3)
     assert len(ds) == 120
@@ -81,7 +81,7 @@ def test_dataloader_end_to_end(tiny_cache, tiny_config):
     assert torch.equal(a1, a2) and not torch.equal(a1, ds[5][0])
     # Evaluation items are normalised frames, no augmentation: BGR order, ImageNet mean/std.
     ev = CacheDataset(tiny_cache, actors=[1])
-    frames = np.asarray(tiny_cache.frames(ev.clips[0]["stem"]))
+    frames = np.asarray(tiny_cache.frames(ev.clips[0].stem))
     v = ev[0][0]
     expected_blue = (frames[..., 2] / 255.0 - 0.485) / 0.229
     np.testing.assert_allclose(v[0].numpy(), expected_blue, atol=1e-5)

@@ -166,10 +166,10 @@ def test_audio_warnings_say_silent_near_silent_and_short():
 
 
 def test_a_truncated_clip_is_said_not_guessed(tmp_path, synth_raw):
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
     from cfnsr.data.synth import write_clip
 
-    got, total = _decode_frames(synth_raw / CLIP, set(range(10_000)))
+    got, total = decode_frames(synth_raw / CLIP, set(range(10_000)))
     audio, rate = decode_audio(synth_raw / CLIP)
     clip = tmp_path / "c.mp4"
     write_clip(clip, [got[i] for i in range(total)], audio, rate=rate, faststart=True)

@@ -65,8 +65,8 @@ def test_mixed_devices_are_said_in_the_report_header(monkeypatch, tmp_path):
         def __exit__(self, *a):
             pass
 
-        def __call__(self, v, a):
-            return np.zeros((v.shape[0], 8), np.float32)
+        def __call__(self, video, audio):  # named, as runners are called
+            return np.zeros((video.shape[0], 8), np.float32)
 
     monkeypatch.setattr(bench_mod, "load",
                         lambda path, backend, **o: Fake("cuda" if path.suffix == ".engine" else "cpu"))

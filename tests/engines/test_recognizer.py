@@ -114,3 +114,38 @@ def test_pcm_and_sample_rate_are_checked_before_any_model_runs():
     for bad in ("44100", 0, -1, float("inf"), float("nan"), True, None, [44100]):
         with pytest.raises(InputError, match="sample_rate: expected a positive number of Hz"):
             check_rate(bad)
+
+
+def test_preprocess_and_the_recognizer_follow_one_face_policy(tmp_path, fp32_onnx):
+    """``find_faces``: landmarks, else OpenCV's Haar detector, else the frame centre only when the caller allows it.
+    A faceless clip is refused by preprocessing (reported and skipped) and by the Recognizer alike, with the same
+    account of what was tried; both take its centre when allowed, and say so."""
+    from cfnsr.data.cache import preprocess
+    from cfnsr.data.features import extract_clip
+    from cfnsr.data.spec import PreprocessSpec
+    from cfnsr.data.synth import AUDIO_RATE, FPS, HEIGHT, WIDTH, write_clip
+    from cfnsr.errors import DataError
+
+    clip = tmp_path / "raw" / "Actor_01" / "01-01-03-02-01-01-01.mp4"  # RAVDESS layout, no landmark file, no face
+    clip.parent.mkdir(parents=True)
+    t = np.arange(int(3.3 * AUDIO_RATE)) / AUDIO_RATE
+    write_clip(clip, [np.full((HEIGHT, WIDTH, 3), 90, np.uint8)] * int(3.3 * FPS),
+               (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+    tried = r"no face found in .*01-01-03-02-01-01-01.mp4: tried a landmark file \(none found\) and OpenCV's Haar"
+    with Recognizer(fp32_onnx.path, device="cpu") as rec:
+        spec = rec.spec
+        with pytest.raises(DataError, match=tried + ".*--allow-center-crop"):
+            rec.predict_file(clip)
+    with Recognizer(fp32_onnx.path, device="cpu", allow_center_crop=True) as rec:
+        assert rec.predict_file(clip).crop == "center"
+
+    spec = PreprocessSpec.from_dict(spec.to_dict())
+    with pytest.raises(DataError, match=tried + ".*--allow-center-crop"):
+        extract_clip(clip, spec)
+    assert extract_clip(clip, spec, allow_center_crop=True).crop_method == "center"
+    assert extract_clip(clip, spec, use_detector=False).crop_method == "center"  # --no-detector asks for the centre
+    quiet = {"progress": False, "log": lambda *a: None}
+    refused = preprocess(tmp_path / "raw", tmp_path / "refused", spec, **quiet)
+    assert refused["counts"]["clips"] == 0 and "--allow-center-crop" in refused["failures"][0]["error"]
+    allowed = preprocess(tmp_path / "raw", tmp_path / "allowed", spec, allow_center_crop=True, **quiet)
+    assert allowed["counts"]["per_crop"] == {"center": 1} and not allowed["failures"]

@@ -81,6 +81,39 @@ def test_inputs_are_checked_with_clear_messages(fp32_onnx):
             r(video, audio[:1])
 
 
+def test_inputs_are_named_as_the_artifact_names_them(fp32_onnx):
+    from cfnsr.artifact import input_kind
+    from cfnsr.errors import ArtifactError
+
+    video, audio = _inputs(2)
+    with load(fp32_onnx.path) as r:
+        assert r.kind == "features"
+        np.testing.assert_array_equal(r(audio=audio, video=video), r(video, audio))
+        with pytest.raises(InputError, match="takes inputs video, audio; unknown: frames; missing: video"):
+            r(frames=video, audio=audio)
+        with pytest.raises(InputError, match="'video' given twice"):
+            r(video, video=video, audio=audio)
+    assert input_kind({}) == "features" and input_kind({"input_kind": "media"}) == "media"
+    with pytest.raises(ArtifactError, match="m.onnx: input kind 'stream'"):
+        input_kind({"input_kind": "stream"}, "m.onnx")
+
+
+def test_a_malformed_preprocess_entry_fails_where_the_artifact_is_opened(fp32_onnx, tmp_path):
+    import onnx
+
+    from cfnsr.engines.recognizer import Recognizer
+    from cfnsr.errors import ArtifactError
+    from cfnsr.export.onnx_graph import set_metadata
+
+    graph = onnx.load(str(fp32_onnx.path))
+    set_metadata(graph, preprocess={"frames": 20, "hop_length": -1})
+    bad = tmp_path / "bad.onnx"
+    onnx.save(graph, str(bad))
+    for open_it in (lambda: load(bad).activate(), lambda: Recognizer(bad, device="cpu")):
+        with pytest.raises(ArtifactError, match="bad.onnx: its cfnsr.preprocess entry is not a valid"):
+            open_it()
+
+
 def test_corrupt_and_misnamed_artifacts(tmp_path, fp32_onnx, trained_tiny):
     cut = tmp_path / "cut.onnx"
     cut.write_bytes(fp32_onnx.path.read_bytes()[:5000])
@@ -165,8 +198,8 @@ def test_bench_reports(fp32_onnx, trained_tiny, tmp_path):
 
 def test_predict_returns_the_clips_emotion(synth_raw, trained_tiny, fp32_onnx):
     """One strong-intensity clip per emotion from test actors 1 and 2 (never trained on), through the CLI."""
+    from cfnsr.artifact import EMOTIONS
     from cfnsr.data.ravdess import parse_name
-    from cfnsr.model import EMOTIONS
 
     clips = [f"Actor_0{1 + e % 2}/01-01-0{e + 1}-0{1 if e == 0 else 2}-0{1 + e % 2}-01-0{1 + e % 2}.mp4"
              for e in range(8)]

@@ -6,14 +6,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cfnsr.artifact import EMOTIONS, read_metadata
 from cfnsr.cli import main
 from cfnsr.engines import load
 from cfnsr.engines.accuracy import GateThresholds
 from cfnsr.errors import CfnsrError, CheckpointError, DataError, MissingDependencyError
 from cfnsr.export import readiness
-from cfnsr.export.onnx_graph import read_metadata
 from cfnsr.export.pipeline import ExportOptions, export
-from cfnsr.model import EMOTIONS, load_checkpoint, load_model
+from cfnsr.model import load_checkpoint, load_model
 from cfnsr.model.summary import example_inputs
 
 QUIET = dict(log=lambda *a: None)
@@ -181,7 +181,7 @@ def test_residual_adds_fuse_into_the_main_branch_conv(fp32_onnx):
 
 
 def test_calibration_cache_reuse_and_invalidation(fp32_onnx, tiny_cache, trained_tiny, tmp_path):
-    from cfnsr.calibration import calibrate, select_clips
+    from cfnsr.export.calibrate import calibrate, select_clips
 
     split = load_checkpoint(trained_tiny)["split"]
     clips = select_clips(tiny_cache, split["train"], 8, forbidden_actors=split["val"] + split["test"])
@@ -206,13 +206,13 @@ def test_calibration_cache_reuse_and_invalidation(fp32_onnx, tiny_cache, trained
 
 
 def test_calibration_never_uses_evaluation_actors(tiny_cache, trained_tiny):
-    from cfnsr.calibration import select_clips
+    from cfnsr.export.calibrate import select_clips
 
     split = load_checkpoint(trained_tiny)["split"]
     clips = select_clips(tiny_cache, split["train"], 1000, forbidden_actors=split["val"] + split["test"])
-    assert {c["actor"] for c in clips} == set(split["train"]) and len(clips) == 240
+    assert {c.actor for c in clips} == set(split["train"]) and len(clips) == 240
     few = select_clips(tiny_cache, split["train"], 32)
-    cells = {(c["label"], c["actor"]) for c in few}
+    cells = {(c.label, c.actor) for c in few}
     assert len(cells) == 32  # stratified: every emotion x actor cell once before any repeats
     with pytest.raises(CfnsrError, match=r"calibration actors \[1\] are evaluation actors"):
         select_clips(tiny_cache, [1, 5], 8, forbidden_actors=[1, 2])

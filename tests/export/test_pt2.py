@@ -100,10 +100,10 @@ def test_run_isolated_matches_in_process(tiny_pt2, tiny_inputs):
 
     video, audio = (t.numpy() for t in tiny_inputs)
     with load(tiny_pt2.path) as aoti:
-        np.testing.assert_allclose(run_isolated(tiny_pt2.path, video, audio, batch=2), aoti(video, audio),
-                                   rtol=1e-5, atol=1e-4)
+        isolated = run_isolated(tiny_pt2.path, {"video": video, "audio": audio}, batch=2)
+        np.testing.assert_allclose(isolated, aoti(video, audio), rtol=1e-5, atol=1e-4)
     with pytest.raises(ArtifactError, match="fresh process failed"):
-        run_isolated(tiny_pt2.path.with_name("missing.pt2"), video, audio)
+        run_isolated(tiny_pt2.path.with_name("missing.pt2"), {"video": video, "audio": audio})
 
 
 def test_media_pt2_package_matches_the_media_onnx(trained_tiny, media_pt2, media_onnx):
@@ -120,3 +120,10 @@ def test_media_pt2_package_matches_the_media_onnx(trained_tiny, media_pt2, media
     with load(media_pt2.path) as pkg, load(media_onnx.path) as ort:
         assert [s.name for s in pkg.input_spec] == ["frames", "pcm"]
         np.testing.assert_allclose(pkg(frames, pcm), ort(frames, pcm), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(pkg(pcm=pcm, frames=frames), ort(frames=frames, pcm=pcm), rtol=1e-4, atol=1e-3)
+    # The fresh-process path (CUDA packages' gate) keeps each input's dtype: uint8 crops stay uint8.
+    from cfnsr.export.pt2 import run_isolated
+
+    with load(media_pt2.path) as pkg:
+        np.testing.assert_allclose(run_isolated(media_pt2.path, {"frames": frames, "pcm": pcm}, batch=2),
+                                   pkg(frames=frames, pcm=pcm), rtol=1e-5, atol=1e-4)

@@ -55,10 +55,10 @@ def _fill(folder: Path) -> None:
 def _clip_variant(src: Path, dst: Path, audio_fn, truncate: float | None = None) -> Path:
     """A copy of clip ``src`` (RAVDESS layout, its landmark CSV beside it) with its audio changed by ``audio_fn``,
     or written with its index first and cut to ``truncate`` of its bytes."""
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
     from cfnsr.data.synth import write_clip
 
-    got, total = _decode_frames(src, set(range(10_000)))
+    got, total = decode_frames(src, set(range(10_000)))
     audio, rate = decode_audio(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_clip(dst, [got[i] for i in range(total)], audio_fn(audio, rate), rate=rate, faststart=truncate is not None)
@@ -477,7 +477,8 @@ def test_media_that_is_not_what_it_seems_is_said_in_json_and_csv(bad, tmp_path):
 
 def test_preprocess_takes_upper_case_extensions_and_strict_fails_a_silent_clip(bad, tmp_path, monkeypatch):
     monkeypatch.chdir(bad["d"])  # a relative raw folder: the cache records where it is, for any working directory
-    res = CliRunner().invoke(main, ["preprocess", "upper_raw", "-o", str(tmp_path / "c1"), *TINY, "--workers", "1"])
+    res = CliRunner().invoke(main, ["preprocess", "upper_raw", "-o", str(tmp_path / "c1"), *TINY, "--workers", "1",
+                                    "--allow-center-crop"])
     assert res.exit_code == 0 and "1 clips cached" in res.output, res.output
     monkeypatch.chdir(tmp_path)
     from cfnsr.data.cache import FeatureCache
@@ -529,12 +530,12 @@ def test_a_full_tmpdir_is_said(bad, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- the Python API
 def test_recognizer_checks_its_arguments_as_the_cli_does(bad):
-    from cfnsr.data.features import _decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
     from cfnsr.engines import InputError
     from cfnsr.engines.recognizer import Recognizer
     from cfnsr.errors import DataError
 
-    got, total = _decode_frames(bad["clip"], set(range(10_000)))
+    got, total = decode_frames(bad["clip"], set(range(10_000)))
     frames = np.stack([got[i] for i in range(total)])
     audio, rate = decode_audio(bad["clip"])
     pcm16 = np.round(np.clip(audio, -1, 1 - 2 ** -15) * 32768).astype(np.int16)

@@ -332,8 +332,8 @@ def test_runners_refuse_non_finite_inputs(corpus):
 
 
 def test_calibration_cache_with_nan_ranges_is_recomputed(corpus, tmp_path):
-    from cfnsr.calibration import calibrate, select_clips
     from cfnsr.data.cache import FeatureCache
+    from cfnsr.export.calibrate import calibrate, select_clips
 
     cache = FeatureCache.open(corpus["cache"])
     clips = select_clips(cache, [5, 6], 2)

@@ -46,6 +46,27 @@ def test_checkpoint_that_does_not_match_its_config(tmp_path, tiny_model):
         load_model(path)
 
 
+def test_checkpoint_is_typed_and_a_malformed_entry_names_the_file(tmp_path, tiny_model):
+    from cfnsr.data.spec import PreprocessSpec
+    from cfnsr.data.splits import make_split
+    from cfnsr.model import Checkpoint
+
+    spec, split = PreprocessSpec.for_model(tiny_model.config), make_split(range(1, 9), "honest", 1, 4)
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model, preprocess=spec.to_dict(), split=split.to_dict(), epoch=3)
+    ckpt = Checkpoint.load(path)
+    assert (ckpt.config, ckpt.preprocess, ckpt.split, ckpt.epoch) == (tiny_model.config, spec, split, 3)
+    assert len(ckpt.sha256) == 64 and not ckpt.model().training
+    for key, value, expected in (("preprocess", {"frames": 20, "sample_rate": 8000}, "invalid preprocess"),
+                                 ("split", {"protocol": "honest"}, "invalid split"),
+                                 ("model_config", {"name": "x", "colour": 1}, "invalid model_config")):
+        raw = load_checkpoint(path)
+        raw[key] = value
+        bad = tmp_path / f"bad-{key}.pt"
+        torch.save(raw, bad)
+        with pytest.raises(CheckpointError, match=f"bad-{key}.pt: {expected}"):
+            Checkpoint.load(bad)
+
+
 def test_import_published_fused_layout(tmp_path, tiny_model, tiny_inputs):
     sd = to_original(tiny_model)
     assert "msaf.0.audio_attention.layers.0.self_attn.in_proj_weight" in sd

@@ -22,7 +22,7 @@ def subset_cache(cache: FeatureCache, root: Path, per_actor: int) -> FeatureCach
     root.mkdir(parents=True, exist_ok=True)
     clips = []
     for a in cache.actors:
-        clips += [c for c in cache.clips if c["actor"] == a][:per_actor]
+        clips += [c for c in cache.clips if c.actor == a][:per_actor]
     manifest = json.loads((cache.root / "manifest.json").read_text())
     manifest.update(clips=clips, hash=f"subset-{per_actor}-{cache.hash}")
     (root / "manifest.json").write_text(json.dumps(manifest))

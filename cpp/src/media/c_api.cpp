@@ -1,11 +1,11 @@
 // The C interface of cfnsr::media (cfnsr/media.h): every entry point catches everything.
 #include "cfnsr/media.h"
 
-#include "../c_model.hpp"
+#include "cfnsr/c_guard.hpp"
 #include "cfnsr/media.hpp"
 
-using cfnsr::detail::fail;
-using cfnsr::detail::guarded;
+using cfnsr::fail;
+using cfnsr::guarded;
 
 struct cfnsr_recognizer {
   std::unique_ptr<cfnsr::media::Recognizer> rec;
@@ -128,7 +128,7 @@ cfnsr_status cfnsr_media_crop_faces(const cfnsr_model* m, const uint8_t* frames,
   if (m == nullptr || boxes == nullptr || out == nullptr)
     return fail(CFNSR_ERROR_INVALID_ARGUMENT, "cfnsr_media_crop_faces: model, boxes and out must not be NULL");
   return guarded([&] {
-    const auto spec = cfnsr::media::Spec::from_model(m->model->info());
+    const auto spec = cfnsr::media::Spec::from_model(cfnsr::model_of(m).info());
     const size_t need = count * static_cast<size_t>(spec.image_size) * spec.image_size * 3;
     if (out_capacity < need)
       throw cfnsr::Error(cfnsr::Status::OutputSize, "cfnsr_media_crop_faces: out holds " +
@@ -143,7 +143,7 @@ cfnsr_status cfnsr_media_prepare_pcm(const cfnsr_model* m, const float* pcm, siz
   if (m == nullptr || pcm == nullptr || out == nullptr)
     return fail(CFNSR_ERROR_INVALID_ARGUMENT, "cfnsr_media_prepare_pcm: model, pcm and out must not be NULL");
   return guarded([&] {
-    const auto spec = cfnsr::media::Spec::from_model(m->model->info());
+    const auto spec = cfnsr::media::Spec::from_model(cfnsr::model_of(m).info());
     bool was_padded = false;
     const auto window = cfnsr::media::audio_segment(cfnsr::media::resample(pcm, count, sample_rate, spec.sample_rate),
                                                     spec, &was_padded);

@@ -1,5 +1,5 @@
-"""The export's accuracy gate: ``cfnsr.engines.accuracy`` (the comparison every artifact gets), plus for a failed
-int8 export the layers where the int8 graph departs from fp32 first and a narrower scope to try.
+"""Where a failed int8 export departs from fp32 first, and a narrower scope to try (the gate itself, the comparison
+every artifact gets, is ``cfnsr.engines.accuracy``).
 
 ``first_divergence`` compares intermediate tensors of the fp32 and int8 graphs (ONNX Runtime's qdq_loss_debug) and
 names the layers where the error appears first.
@@ -8,6 +8,8 @@ names the layers where the error appears first.
 from __future__ import annotations
 
 import numpy as np
+
+from .formats import NARROWER_SCOPE
 
 
 def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: int = 5) -> list[dict]:
@@ -52,7 +54,5 @@ def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: in
 
 
 def suggest_scope(scope: str) -> str | None:
-    narrower = {"all": "no-stem", "no-stem": "no-stem-grouped", "no-grouped": "no-stem-grouped",
-                "no-stem-grouped": "audio-fusion"}
-    nxt = narrower.get(scope)
+    nxt = NARROWER_SCOPE.get(scope)
     return f"try a narrower --int8-scope {nxt}" if nxt else "int8 of this scope loses too much: export fp16 instead"

@@ -3,7 +3,8 @@
 * Clips are drawn from the checkpoint's *training* actors only (never its validation or test actors), stratified
   over emotion x actor so every cell is represented before any repeats.
 * ``RavdessCalibrationReader`` is an ONNX Runtime ``CalibrationDataReader`` (the interface ORT's and other
-  quantizers take).
+  quantizers take), registered as one when ONNX Runtime is first needed: importing this module imports no ONNX
+  Runtime.
 * Ranges come from ONNX Runtime's calibrators (minmax, entropy, percentile), fed one clip at a time: their
   collectors merge as they go, so memory stays at one clip's activations (a paper-size clip is ~1.3 GB) instead of
   growing with the number of clips.
@@ -28,8 +29,8 @@ from ..data.cache import FeatureCache, clips_hash
 from ..data.features import to_model_inputs
 from ..errors import CfnsrError, DataError
 from ..fileio import temp_dir, write_json
+from .formats import check_choice
 
-METHODS = ("minmax", "entropy", "percentile")
 log = logging.getLogger(__name__)
 
 
@@ -42,14 +43,14 @@ def select_clips(cache: FeatureCache, train_actors, count: int, seed: int = 0,
         raise CfnsrError(f"calibration actors {sorted(leak)} are evaluation actors of this checkpoint")
     cells: dict[tuple, list] = defaultdict(list)
     for c in cache.select(train_actors):
-        cells[(c["label"], c["actor"])].append(c)
+        cells[(c.label, c.actor)].append(c)
     if not cells:
         raise DataError(f"the cache {cache.root} has no clips of the training actors {sorted(train_actors)}")
     rng = random.Random(seed)
     keys = sorted(cells)
     rng.shuffle(keys)
     for k in keys:
-        cells[k].sort(key=lambda c: c["stem"])
+        cells[k].sort(key=lambda c: c.stem)
         rng.shuffle(cells[k])
     chosen = []
     depth = 0
@@ -65,13 +66,7 @@ def clip_list_hash(clips: list[dict]) -> str:
     return clips_hash(clips)
 
 
-def _reader_base():
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return CalibrationDataReader
-
-
-class RavdessCalibrationReader(_reader_base()):
+class RavdessCalibrationReader:
     """Feeds ``{"video": (1,3,T,H,W), "audio": (1,13,212)}`` per clip; ``set_range`` selects a slice (ORT's
     strided calibration calls it), ``rewind`` starts over."""
 
@@ -88,12 +83,21 @@ class RavdessCalibrationReader(_reader_base()):
     def rewind(self) -> None:
         self.pos = self.start
 
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
     def get_next(self):
         if self.pos >= self.end:
             return None
         c = self.clips[self.pos]
         self.pos += 1
-        video, audio = to_model_inputs(np.asarray(self.cache.frames(c["stem"])), self.cache.mfcc(c["stem"]),
+        video, audio = to_model_inputs(np.asarray(self.cache.frames(c.stem)), self.cache.mfcc(c.stem),
                                        self.cache.spec)
         return {"video": video[None], "audio": audio[None]}
 
@@ -124,11 +128,13 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
     ``entropy_bins``: histogram bins for the KL-divergence search (TensorRT uses 2048; ORT's search costs time
     linear in the bins per tensor, about 2 s per tensor at 2048 on this CPU, so 512 is the default here).
     """
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
 
-    if method not in METHODS:
-        raise CfnsrError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+    CalibrationDataReader.register(RavdessCalibrationReader)
+
+    check_choice("calib_method", method)
     extra = {"symmetric": True}
     if method == "percentile":
         extra["percentile"] = percentile
@@ -179,7 +185,7 @@ def calibrate(model_path: str | Path, model_sha256: str, cache: FeatureCache, cl
     path = Path(cache_dir) / f"calib-{key[:16]}.json"
     info = {"method": method, "clips": len(clips), "clip_list_sha256": clip_list_hash(clips),
             "model_sha256": model_sha256, "cache_key": key, "cache_file": str(path),
-            "actors": sorted({c["actor"] for c in clips})}
+            "actors": sorted({c.actor for c in clips})}
     if method == "percentile":
         info["percentile"] = percentile
     if path.is_file():
