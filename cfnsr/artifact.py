@@ -133,7 +133,7 @@ def validate_metadata(meta, where, graph_inputs=None) -> dict:
         try:
             PreprocessSpec.from_dict(preprocess)
         except (CfnsrError, TypeError, ValueError) as e:
-            raise fail(f"cfnsr.preprocess is invalid: {e}") from e
+            raise fail(f"its cfnsr.preprocess entry is not a valid preprocessing spec ({e})") from e
     if graph_inputs is not None:
         _match_graph(entries, graph_inputs, fail)
     return meta

@@ -87,9 +87,9 @@ def test_a_valid_checkpoint_loads(ckpt, tmp_path):
     (lambda c: c.update(format_version="1"), "format_version is '1', not an integer"),
     (lambda c: c.update(format_version=99), "format version 99; this cfnsr reads up to 1"),
     (lambda c: c.pop("model_config"), "has no model_config"),
-    (lambda c: c.update(split={"protocol": "honest", "fold": 1}), "the split entry is incomplete"),
+    (lambda c: c.update(split={"protocol": "honest", "fold": 1}), "invalid split: the entry is incomplete"),
     (lambda c: c.update(split={**c["split"], "train": [1, 5]}), "training actors are also validation or test"),
-    (lambda c: c.update(preprocess={**c["preprocess"], "frames": -3}), "the preprocess entry is invalid"),
+    (lambda c: c.update(preprocess={**c["preprocess"], "frames": -3}), "invalid preprocess"),
     (lambda c: c["state_dict"].pop(next(iter(c["state_dict"]))), "missing keys"),
     (lambda c: c.update(state_dict={k: v.to(torch.int64) if v.is_floating_point() else v
                                     for k, v in c["state_dict"].items()}), "weights must be floating-point"),

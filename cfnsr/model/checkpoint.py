@@ -129,13 +129,13 @@ def validate_checkpoint(ckpt: dict, source: str) -> dict:
             if set(split.train) & (set(split.val) | set(split.test)):
                 raise ValueError("training actors are also validation or test actors")
         except (TypeError, ValueError, KeyError, AttributeError, CfnsrError) as e:
-            raise CheckpointError(f"{source}: the split entry is incomplete or inconsistent ({e}); re-train, or "
-                                  "remove the entry to use the checkpoint without a split") from e
+            raise CheckpointError(f"{source}: invalid split: the entry is incomplete or inconsistent ({e}); re-train, "
+                                  "or remove the entry to use the checkpoint without a split") from e
     if ckpt.get("preprocess"):
         try:
             PreprocessSpec.from_dict(ckpt["preprocess"])
         except (TypeError, ValueError, AttributeError, CfnsrError) as e:
-            raise CheckpointError(f"{source}: the preprocess entry is invalid: {e}") from e
+            raise CheckpointError(f"{source}: invalid preprocess: {e}") from e
     return ckpt
 
 
