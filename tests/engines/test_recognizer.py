@@ -30,10 +30,10 @@ def test_media_and_features_artifacts_agree(synth_raw, media_onnx, fp32_onnx):
 
 
 def test_predict_from_frames_and_audio_at_any_rate(synth_raw, media_onnx):
-    from cfnsr.data.features import _decode_frames, decode_audio, resample
+    from cfnsr.data.features import decode_audio, decode_frames, resample
 
     clip = synth_raw / HELD_OUT[4]
-    got, total = _decode_frames(clip, set(range(10_000)))
+    got, total = decode_frames(clip, set(range(10_000)))
     frames = np.stack([got[i] for i in range(total)])
     audio, rate = decode_audio(clip)
     with Recognizer(media_onnx.path) as rec:
