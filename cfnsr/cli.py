@@ -2,31 +2,70 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .bounds import cpu_count
 from .errors import CfnsrError
 from .export import formats
-from .fileio import check_not_inputs, probe_writable
+from .fileio import Outputs, os_reason, shown
 
 
 class Group(click.Group):
     """Turns CfnsrError, and the operating system's refusals (a read-only folder, a full disk), into a one-line
-    message and a non-zero exit, not a traceback."""
+    message and a non-zero exit, not a traceback. SIGTERM unwinds like Ctrl-C, so temporary files and folders are
+    removed on that exit path too; text that names files which are not UTF-8 is printed as their bytes."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except CfnsrError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            ctx.exit(e.exit_code)
-        except OSError as e:  # ENOSPC, EACCES, EROFS... while reading or writing
-            where = f" {e.filename}" if getattr(e, "filename", None) else ""
-            click.secho(f"error: cannot access{where}: {e.strerror or e}", fg="red", err=True)
-            ctx.exit(1)
+        _tolerant_streams()
+        with _terminate_as_exit():
+            try:
+                return super().invoke(ctx)
+            except CfnsrError as e:
+                click.secho(f"error: {shown(e)}", fg="red", err=True)
+                ctx.exit(e.exit_code)
+            except OSError as e:  # ENOSPC, EACCES, EROFS... while reading or writing
+                where = f" {shown(e.filename)}" if getattr(e, "filename", None) else ""
+                click.secho(f"error: cannot access{where}: {os_reason(e)}", fg="red", err=True)
+                ctx.exit(1)
+
+
+def _tolerant_streams() -> None:
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="surrogateescape")
+            except (ValueError, OSError):
+                pass
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised in the main thread so that every ``finally`` and context manager runs."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 # ----------------------------------------------------------------------------------- option types (parse time)
@@ -61,6 +100,26 @@ class PositiveIntList(click.ParamType):
         if not out or any(x < 1 for x in out):
             self.fail(f"{value!r}: every entry must be a positive integer", param, ctx)
         return out
+
+
+def _threads(ctx, param, value):
+    """--threads: at most the CPUs this process may use (more only oversubscribes, and 10,000 threads exhaust the
+    machine before any work)."""
+    if value is not None and value > cpu_count():
+        raise click.BadParameter(f"{value} threads: this machine lets cfnsr use {cpu_count()} CPUs; give at most "
+                                 f"{cpu_count()}")
+    return value
+
+
+MAX_WORKERS_PER_CPU = 4
+
+
+def _workers(ctx, param, value):
+    """--workers: processes, bounded by the machine (each holds a decoder and its buffers)."""
+    limit = MAX_WORKERS_PER_CPU * cpu_count()
+    if value is not None and value > limit:
+        raise click.BadParameter(f"{value} worker processes on {cpu_count()} CPUs: give at most {limit}")
+    return value
 
 
 def _config_name(ctx, param, value):
@@ -129,6 +188,9 @@ def summary(model: str, no_flops: bool, as_json: bool) -> None:
 
     if model in list_configs():
         net = create_model(model)
+    elif Path(model).is_dir():
+        raise CfnsrError(f"{shown(model)} is a folder: give a checkpoint file (e.g. RUN/fold1/best.pt) or a "
+                         f"configuration name ({', '.join(list_configs())})")
     elif Path(model).exists():
         net = load_model(model)
     else:
@@ -156,7 +218,6 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
     the published weights were trained on.
     """
     from .data.spec import PreprocessSpec
-    from .fileio import check_writable
     from .model import get_config, save_checkpoint
     from .model.original import from_original_fused, from_original_unimodal
 
@@ -164,8 +225,7 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
         raise click.UsageError("give either --fused, or both --video and --audio")
     if not fused and not (video and audio):
         raise click.UsageError("--video and --audio go together")
-    check_not_inputs([output], [fused, video, audio])
-    check_writable(output, force)
+    Outputs([fused, video, audio], force).file(output, "-o").check()
     cfg = get_config(config_name)
     if fused:
         model, source = from_original_fused(fused, cfg), {"fused": str(fused)}
@@ -183,15 +243,16 @@ def import_original(fused, video, audio, config_name, output, force) -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--actors", default=8, show_default=True, type=click.IntRange(1, 24),
               help="Number of actors (1-24), 60 speech clips each.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Parallel processes.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1))
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, callback=_workers, help="Parallel processes.")
 @click.option("--force", is_flag=True, help="Write into a folder that already has clips.")
 def synth_ravdess(out, actors, seed, workers, force) -> None:
     """Write a synthetic data set in RAVDESS's exact layout (mp4 clips with audio, landmark CSVs)."""
     from .data.synth import generate
 
+    Outputs().folder(out, "OUT").check()
     if any(Path(out).glob("Actor_*/*.mp4")) and not force:
-        raise CfnsrError(f"{out} already holds clips; pass --force to overwrite them")
+        raise CfnsrError(f"{shown(out)} already holds clips; pass --force to overwrite them")
     generate(out, actors=actors, seed=seed, workers=workers)
     click.echo(f"wrote {actors * 60} clips of {actors} actors to {out}")
 
@@ -211,20 +272,23 @@ def synth_ravdess(out, actors, seed, workers, force) -> None:
 @click.option("--no-detector", is_flag=True, help="Without a landmark file, centre-crop instead of detecting the face.")
 @click.option("--allow-center-crop", is_flag=True,
               help="Use the frame centre of a clip where no face is found (such a clip is skipped by default).")
-@click.option("--workers", default=2, show_default=True, type=POSITIVE, help="Parallel processes.")
+@click.option("--workers", default=2, show_default=True, type=POSITIVE, callback=_workers, help="Parallel processes.")
+@click.option("--strict", is_flag=True,
+              help="A clip that is not what it seems (truncated, silent, audio shorter than the window, a decoder "
+                   "error mid-file) fails instead of being cached with a warning.")
 @click.option("--force", is_flag=True, help="Write into a folder that holds something other than this cache.")
 def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song, no_detector, allow_center_crop,
-               workers, force) -> None:
+               workers, strict, force) -> None:
     """Decode RAVDESS clips into a feature cache (face crops + MFCC). Resumable; bad clips are reported and skipped."""
     from .data.cache import format_summary
     from .data.cache import preprocess as run
     from .data.spec import PreprocessSpec
     from .model import get_config
 
-    check_not_inputs([cache_dir], [raw_dir])
+    Outputs([raw_dir]).folder(cache_dir, "-o").check()
     spec = PreprocessSpec.for_model(get_config(config_name), msaf_compat=msaf_compat, channel_order=channel_order)
     manifest = run(raw_dir, cache_dir, spec, workers=workers, include_song=song, use_detector=not no_detector,
-                   allow_center_crop=allow_center_crop, log=click.echo, force=force)
+                   allow_center_crop=allow_center_crop, log=click.echo, force=force, strict=strict)
     click.echo(format_summary(manifest))
 # ------------------------------------------------------------------------------------------------ training
 @main.command()
@@ -247,7 +311,8 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
               help="Mixed precision on GPU (auto: bf16 where supported, else fp16 with a scaler; off on CPU).")
 @click.option("--device", default="auto", show_default=True, callback=_torch_device, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", default=2, show_default=True, type=NON_NEGATIVE, help="DataLoader worker processes.")
+@click.option("--workers", default=2, show_default=True, type=NON_NEGATIVE, callback=_workers,
+              help="DataLoader worker processes.")
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--init", "init_path", type=click.Path(dir_okay=False),
               help="Start the fused model from this cfnsr checkpoint (e.g. from `cfnsr import-original`).")
@@ -256,6 +321,7 @@ def preprocess(raw_dir, cache_dir, config_name, msaf_compat, channel_order, song
 def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimodal_epochs, batch_size, lr,
           weight_decay, scheduler, amp, device, workers, seed, init_path, resume, force) -> None:
     """Train CFN-SR on a feature cache. Run under `torchrun --nproc_per_node N` for several GPUs (or CPU processes)."""
+    from .bounds import check_batch_memory, check_torch_device
     from .data.cache import FeatureCache
     from .model import get_config, load_model
     from .train.distributed import init_distributed
@@ -265,7 +331,8 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
         raise click.UsageError("--resume continues the run in RUN_DIR and --force starts it over: give one of them")
     if fold != "all" and not (fold.isdigit() and 1 <= int(fold) <= folds):
         raise click.BadParameter(f"{fold!r}: give a fold number 1..{folds} (--folds), or 'all'", param_hint="--fold")
-    check_not_inputs([run_dir], [cache_dir, init_path])
+    Outputs([cache_dir, init_path]).folder(run_dir, "-o").check()
+    check_torch_device(device)  # before the run folder is written
     dist = init_distributed()
     cache = FeatureCache.open(cache_dir)
     cfg = get_config(config_name)
@@ -273,16 +340,18 @@ def train(cache_dir, config_name, run_dir, fold, folds, protocol, epochs, unimod
                      weight_decay=weight_decay, scheduler=scheduler, protocol=protocol, folds=folds, seed=seed,
                      workers=workers, amp=amp, device=device)
     cache.check_model(cfg)
-    if dist.main:  # the other processes wait until rank 0 has checked and recorded the run folder
-        start_run(run_dir, cache, cfg, tc, resume, force)
-    dist.barrier()
+    check_batch_memory(batch_size, cfg.clip_bytes, "--batch-size")
     init = None
     if init_path:
         src = load_model(init_path)
         if src.config != cfg:
             raise CfnsrError(f"--init {init_path} is configuration {src.config.name!r}, not {cfg.name!r}")
         init = lambda m: m.load_state_dict(src.state_dict())  # noqa: E731
-    fold_ids = range(1, folds + 1) if fold == "all" else [int(fold)]
+    fold_ids = list(range(1, folds + 1)) if fold == "all" else [int(fold)]
+    if dist.main:  # the other processes wait until rank 0 has checked and recorded the run folder
+        cache.verify()  # a broken clip stops here, before --force removes anything
+        start_run(run_dir, cache, cfg, tc, resume, force, folds_to_write=fold_ids)
+    dist.barrier()
     for k in fold_ids:
         best = train_fold(cache, cfg, run_dir, k, tc, init=init)
         msg = f"fold {k}: best validation top-1 {100 * best['val_top1']:.2f}% at epoch {best['epoch']}"
@@ -304,6 +373,8 @@ def evaluate(target, cache_dir, out_dir, as_json) -> None:
     from .train.evaluate import evaluate as run
     from .train.evaluate import format_result
 
+    # a run folder may hold its own evaluation reports; a checkpoint file and the cache are never written over
+    Outputs([target if not Path(target).is_dir() else None, cache_dir]).folder(out_dir, "-o").check()
     result = run(target, FeatureCache.open(cache_dir), out_dir)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
 # ------------------------------------------------------------------------------------------------ export
@@ -379,8 +450,7 @@ def export(checkpoint, precision, output, fmt, data, calib_clips, calib_method, 
                          thresholds=thresholds, check_trt=not no_trt_check, force=force, device=device,
                          max_batch=max_batch, inputs=inputs, auto_backend=auto_backend, auto_batch=auto_batch,
                          auto_threads=auto_threads, auto_budget=auto_budget)
-    check_not_inputs([output], [checkpoint, data])
-    result = run(checkpoint, opts, log=click.echo)
+    result = run(checkpoint, opts, log=click.echo)  # its outputs are declared and checked there, before any work
     r = result.report
     click.echo(f"{'wrote' if result.passed else 'kept (gate FAILED)'} {result.path}  {r['size_bytes'] / 1e6:.1f} MB  "
                f"{r.get('artifact_precision', precision)}  gate {'passed' if result.passed else 'FAILED'}  "
@@ -416,7 +486,8 @@ DEVICE_OPTION = click.option(
 def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatible, hardware_compatible, dla_core,
           layer_info, force) -> None:
     """Build a TensorRT engine (strongly typed: the precision comes from the ONNX graph) on this GPU."""
-    from .export.engine import BuildOptions, build_engine
+    from .artifact import sidecar_path
+    from .export.engine import BuildOptions, build_engine, engine_path
 
     try:
         b = tuple(int(x) for x in batch.split(","))
@@ -426,8 +497,13 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
         raise click.BadParameter("give MIN,OPT,MAX, e.g. 1,4,16", param_hint="--batch")
     opts = BuildOptions(b, workspace_mb, Path(timing_cache) if timing_cache else None, version_compatible,
                         hardware_compatible, dla_core, layer_info)
-    check_not_inputs([output], [onnx_path])
-    build_engine(onnx_path, output, opts, force=force, log=click.echo)
+    out = Path(output) if output else engine_path(onnx_path)
+    outs = Outputs([onnx_path], force)
+    outs.file(out, "-o")
+    outs.file(sidecar_path(out), "the sidecar beside -o", force=True)
+    outs.folder(timing_cache, "--timing-cache")
+    outs.check()
+    build_engine(onnx_path, out, opts, force=force, log=click.echo)
 
 
 @main.command()
@@ -441,7 +517,8 @@ def build(onnx_path, output, batch, workspace_mb, timing_cache, version_compatib
 @click.option("--min-agreement", type=FiniteFloat(0, 1))
 @click.option("--max-accuracy-drop", type=FiniteFloat(0, 100))
 @click.option("--max-abs-logit", type=FiniteFloat(min=0, min_open=True))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result as JSON here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the result as JSON here (- for stdout).")
 @DEVICE_OPTION
 def validate(artifact, reference, data, backend, clips, precision, min_agreement, max_accuracy_drop, max_abs_logit,
              json_path, device) -> None:
@@ -452,12 +529,10 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
     from .fileio import write_json
 
     th = GateThresholds.from_options(min_agreement, max_accuracy_drop, max_abs_logit)
-    check_not_inputs([json_path], [artifact, reference, data])
-    if json_path:
-        probe_writable(json_path)
+    Outputs([artifact, reference, data]).file(json_path, "--json", text=True).check()
     result = run(artifact, reference, data, backend, clips, th, precision, log=click.echo, device=device)
     if json_path:
-        write_json(json_path, result.to_dict())
+        write_json(None if json_path == "-" else json_path, result.to_dict())
     if not result.passed:
         raise GateFailed(f"{artifact} failed the {result.precision} gate")
 
@@ -469,27 +544,35 @@ def validate(artifact, reference, data, backend, clips, precision, min_agreement
 @click.option("--backend", "backends", multiple=True, type=BACKEND_CHOICE,
               help="Backend for all artifacts, or once per artifact.")
 @click.option("--batch", default="1", show_default=True, type=PositiveIntList(), help="Comma-separated batch sizes.")
-@click.option("--threads", type=POSITIVE, help="CPU threads (pinned for every CPU backend).")
+@click.option("--threads", type=POSITIVE, callback=_threads,
+              help="CPU threads (pinned for every CPU backend; at most the CPUs here).")
 @click.option("--warmup", default=3, show_default=True, type=NON_NEGATIVE)
 @click.option("--iters", default=20, show_default=True, type=POSITIVE)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="bench.json", show_default=True,
-              help="JSON report; the Markdown and PNG are written beside it.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default="bench.json",
+              show_default=True, help="JSON report; the Markdown and PNG are written beside it (NAME.md, NAME.png "
+              "for NAME.json). - : the JSON on stdout, and no Markdown or PNG.")
 @DEVICE_OPTION
 def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_path, device) -> None:
     """Latency and throughput of one or more artifacts, with ratios against the first (JSON, Markdown, PNG)."""
     from .engines.bench import bench as run
-    from .engines.bench import parse_entries, write_reports
+    from .engines.bench import check_batches, parse_entries, report_paths, write_reports
 
     entries = parse_entries(list(artifacts), list(backends), reference)
-    check_not_inputs([json_path, Path(json_path).with_suffix(".md"), Path(json_path).with_suffix(".png")],
-                              [*artifacts, reference])
-    probe_writable(json_path)
-    batches = batch
-    report = run(entries, batches, warmup, iters, threads, log=click.echo, device=device)
-    paths = write_reports(report, json_path)
+    outs = Outputs([*artifacts, reference])
+    paths = report_paths(json_path)
+    outs.file(paths["json"] if json_path != "-" else "-", "--json", text=True)
+    outs.file(paths["markdown"], "the Markdown beside --json", text=True)
+    outs.file(paths["png"], "the PNG beside --json")
+    outs.check()
+    check_batches(entries, batch)
+    report = run(entries, batch, warmup, iters, threads, log=click.echo if json_path != "-" else _echo_err,
+                 device=device)
+    written = write_reports(report, json_path)
+    if json_path == "-":
+        return
     for r in report["results"]:
         click.echo(f"  {r['label']:<32} batch {r['batch']:>3}  x{r['speedup_vs_first']:.2f} vs {report['baseline']}")
-    click.echo(f"reports: {paths['json']}, {paths['markdown']}, {paths['png']}")
+    click.echo(f"reports: {written['json']}, {written['markdown']}, {written['png']}")
 
 
 @main.command()
@@ -502,57 +585,98 @@ def bench(artifacts, reference, backends, batch, threads, warmup, iters, json_pa
 @click.option("--save-inputs", type=click.Path(file_okay=False),
               help="Also write the model inputs here as video.npy and audio.npy (for the C++ runtime).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object; JSON Lines for several clips).")
-@click.option("--jsonl", type=click.Path(dir_okay=False), help="Write one JSON line per clip here.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write a CSV row per clip here.")
+@click.option("--jsonl", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write one JSON line per clip here (- for stdout).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write a CSV row per clip here (- for stdout).")
+@click.option("--strict", is_flag=True,
+              help="A clip that is not what it seems (truncated, silent, audio shorter than the window, a decoder "
+                   "error mid-file) fails instead of being predicted with a warning.")
 @click.option("--timeline", is_flag=True,
               help="Sliding windows over a recording longer than a clip: a CSV of probabilities over time and a PNG.")
 @click.option("--hop", type=FiniteFloat(min=0, min_open=True),
-              help="--timeline: seconds between windows (a window is the spec's audio duration) [default: 0.5].")
+              help="--timeline: seconds between windows, at least one video frame (a window is the spec's audio "
+                   "duration) [default: 0.5].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="--timeline: folder for the CSV and PNG.")
 @click.option("--timings", is_flag=True, help="Print the time of each stage (decode, detection, crop, ...).")
 @DEVICE_OPTION
-def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, jsonl, csv_path,
+def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inputs, as_json, jsonl, csv_path, strict,
             timeline, hop, out_dir, timings, device) -> None:
     """The emotion of clips: files, folders or globs, the model loaded once (or --timeline over a recording)."""
-    from .engines.predict import expand_inputs, predict_clip, predict_many, write_rows, write_timeline
+    from .engines.predict import (
+        check_hop,
+        expand_inputs,
+        predict_clip,
+        predict_many,
+        timeline_paths,
+        write_rows,
+        write_timeline,
+    )
     from .engines.predict import timeline as run_timeline
     from .engines.recognizer import STAGES, Recognizer
 
-    videos = expand_inputs(inputs)
-    check_not_inputs([save_inputs, jsonl, csv_path], [*videos, model_path, landmarks])
-    for path in (jsonl, csv_path):
-        if path:
-            probe_writable(path)
+    if timeline:
+        given = [flag for flag, v in (("--jsonl", jsonl), ("--csv", csv_path), ("--landmarks", landmarks),
+                                      ("--save-inputs", save_inputs), ("--json", as_json)) if v]
+        if given:
+            raise click.UsageError(f"--timeline writes NAME.timeline.csv and NAME.timeline.png per recording (in "
+                                   f"--out); it does not take {', '.join(given)}")
+    else:
+        given = [flag for flag, v in (("--hop", hop), ("--out", out_dir)) if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --timeline only")
+    videos = expand_inputs(inputs, log=_echo_err)
     if (save_inputs or landmarks) and len(videos) > 1:
         raise click.UsageError("--save-inputs and --landmarks take one clip")
+    outs = Outputs([*videos, model_path, landmarks])
+    outs.file(jsonl, "--jsonl", text=True)
+    outs.file(csv_path, "--csv", text=True)
+    if save_inputs:
+        outs.folder(save_inputs, "--save-inputs")
+        for name in ("video.npy", "audio.npy"):
+            outs.file(Path(save_inputs) / name, f"{name} in --save-inputs")
+    plots = {}
+    if timeline:
+        if out_dir:
+            outs.folder(out_dir, "--out")
+        for v in videos:
+            plots[v] = timeline_paths(v, out_dir)
+            outs.file(plots[v][0], f"the timeline CSV of {shown(v.name)}", text=True)
+            outs.file(plots[v][1], f"the timeline PNG of {shown(v.name)}")
+            if hop is not None:
+                check_hop(v, hop)
+    outs.check()
+    quiet = as_json or "-" in (jsonl, csv_path)
     with Recognizer(model_path, backend, device, allow_center_crop) as rec:
         if timeline:
             for v in videos:
-                out = Path(out_dir) if out_dir else v.parent
-                check_not_inputs([out / f"{v.stem}.timeline.csv"], [v])
+                csv_out, png_out = plots[v]
                 rows = run_timeline(v, rec, hop)
-                csv_out, png_out = out / f"{v.stem}.timeline.csv", out / f"{v.stem}.timeline.png"
-                write_timeline(rows, rec.labels, csv_out, png_out, f"{v.name}: emotion over time ({rec.artifact.name})")
+                write_timeline(rows, rec.labels, csv_out, png_out,
+                               f"{shown(v.name)}: emotion over time ({shown(rec.artifact.name)})")
                 lost = sum(r["face_lost"] for r in rows)
-                click.echo(f"{v}: {len(rows)} windows{f' ({lost} without a face)' if lost else ''} -> {csv_out}, "
-                           f"{png_out}")
+                click.echo(f"{shown(v)}: {len(rows)} windows{f' ({lost} without a face)' if lost else ''} -> "
+                           f"{shown(csv_out)}, {shown(png_out)}")
             return
         if len(videos) == 1:
-            rows = [predict_clip(rec, videos[0], landmarks, save_inputs)]
+            rows = [predict_clip(rec, videos[0], landmarks, save_inputs, strict=strict)]
         else:
-            rows = predict_many(videos, rec, log=click.echo)
-        write_rows(rows, rec.labels, Path(jsonl) if jsonl else None, Path(csv_path) if csv_path else None)
+            rows = predict_many(videos, rec, log=_echo_err, strict=strict)
+        for r in rows:
+            for w in r.get("warnings", []):
+                _echo_err(f"warning: {shown(r['video'])}: {w}")
+        write_rows(rows, rec.labels, jsonl, csv_path)
         backend_name = rec.runner.backend
     if as_json:
         click.echo(json.dumps(rows[0], indent=2) if len(rows) == 1 else "\n".join(json.dumps(r) for r in rows))
-    else:
+    elif not quiet:
         for r in rows:
             if "error" in r:
                 continue
             head = f"{r['emotion']}  ({100 * r['probabilities'][r['emotion']]:.1f}%, {backend_name}, face: {r['crop']})"
-            click.echo(head if len(rows) == 1 else f"{r['video']}: {head}")
+            click.echo(head if len(rows) == 1 else f"{shown(r['video'])}: {head}")
             if r.get("crop_note"):
-                click.echo(f"  note: {r['crop_note']}")
+                click.echo(f"  note: {shown(r['crop_note'])}")
             if len(rows) == 1:
                 for label, p in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]):
                     click.echo(f"  {label:<10} {p:6.3f} {'#' * int(round(40 * p))}")
@@ -598,22 +722,34 @@ def live(source, model_path, backend, device, hop, fast, audio, audio_format, js
     or a URL FFmpeg opens (rtsp, rtp, udp, http(s), srt). A summary of latency and drops at the end or on Ctrl-C."""
     from .engines.live import LiveOptions, run_live
 
-    outputs = [p for p in (jsonl, csv_path, overlay) if p and p != "-"]
-    check_not_inputs(outputs, [source, model_path])
-    for path in outputs:
-        probe_writable(path)
+    outs = Outputs([source, model_path])
+    outs.file(jsonl, "--jsonl", text=True).file(csv_path, "--csv", text=True).file(overlay, "--overlay").check()
     run_live(LiveOptions(source, model_path, backend, device, hop, fast, audio, audio_format, jsonl, csv_path,
                          overlay, max_latency, queue, reconnect, timeout, allow_center_crop, threads, status_every))
 
 
+def _echo_err(message: str) -> None:
+    click.echo(shown(message), err=True)
+
+
 # ------------------------------------------------------------------------------------------------ demo
+def _demo_actors(ctx, param, value):
+    """The demo trains fold 1 of 4 (or 3) equal folds of consecutive actors, honest protocol."""
+    if not (3 <= value <= 24 and (value % 4 == 0 or value % 3 == 0)):
+        raise click.BadParameter(f"{value}: the demo cuts the actors into 3 or 4 equal folds (train, validation, "
+                                 "test), so give a multiple of 3 or 4 between 3 and 24 (at least 3)")
+    return value
+
+
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False), default="demo_out")
-@click.option("--actors", default=8, show_default=True)
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--config", "config_name", default="cfn-sr-tiny", show_default=True)
+@click.option("--actors", default=8, show_default=True, type=int, callback=_demo_actors,
+              help="Synthetic actors: a multiple of 3 or 4, 3..24.")
+@click.option("--epochs", default=10, show_default=True, type=POSITIVE)
+@click.option("--config", "config_name", default="cfn-sr-tiny", show_default=True, callback=_config_name)
 def demo(out, actors, epochs, config_name) -> None:
     """The main job end to end on synthetic RAVDESS: data, training, export fp32/fp16/int8, validate, bench, predict."""
     from .demo import run_demo
 
+    Outputs().folder(out, "OUT").check()
     run_demo(Path(out), actors, epochs, config_name)

@@ -84,3 +84,61 @@ def test_cli_without_torch():
     r = subprocess.run([sys.executable, "-c", block.format(args="'info'")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "torch" in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+
+# Functions that write a file themselves, and why that is not a way around cfnsr.fileio.
+_WRITES_ALLOWED = {
+    ("export/onnx_graph.py", "export_fp32"): "writes where its caller says: a temp_dir of the export",
+    ("export/pipeline.py", "export_onnx"): "writes into job.tmp, the export's temp_dir",
+    ("export/pipeline.py", "_compose_media"): "writes into job.tmp, the export's temp_dir",
+    ("data/synth.py", "write_clip"): "muxes into the path its caller gives: an atomic_path temporary",
+    ("data/cache.py", "_cache_lock"): "the lock file itself (flock), emptied on exit",
+    ("data/cache.py", "_preprocess_locked"): "progress.jsonl, an append-only log whose torn last line is skipped",
+}
+
+
+def _writes(tree: ast.AST):
+    """(function name, line) of each call that writes a file: open() for writing, Path.write_text/write_bytes,
+    np.save / torch.save / onnx.save / program.save, savefig, av.open(..., "w")."""
+    def mode_of(call):
+        args = [a for a in call.args[1:2]] + [k.value for k in call.keywords if k.arg == "mode"]
+        return next((a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)), "r")
+
+    parents = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[child] = node
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        writes = ((isinstance(f, ast.Attribute) and name in ("write_text", "write_bytes", "save", "savefig"))
+                  or (name == "open" and any(c in mode_of(node) for c in "wax+")))  # fileio's write_text is fine
+        if not writes:
+            continue
+        p, inside = node, None
+        while p in parents:
+            p = parents[p]
+            if isinstance(p, ast.With) and any(
+                    isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "id", "") in
+                    ("atomic_path", "temp_dir") for i in p.items):
+                inside = "fileio"
+                break
+            if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)) and inside is None:
+                inside = p.name
+        yield inside, node.lineno
+
+
+def test_every_file_is_written_through_fileio():
+    """A write is inside ``with atomic_path(...)`` / ``with temp_dir(...)``, or in a function listed above with its
+    reason; everything else goes through fileio's writers (write_text, write_json, save_npy)."""
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        if rel == "fileio.py":
+            continue
+        for where, line in _writes(ast.parse(path.read_text())):
+            if where != "fileio" and (rel, where) not in _WRITES_ALLOWED:
+                bad.append(f"{rel}:{line} (in {where})")
+    assert not bad, "writes that bypass cfnsr.fileio: " + ", ".join(bad)

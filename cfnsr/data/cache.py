@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CfnsrError, DataError
-from ..fileio import save_npy, sha256_file, write_json
+from ..fileio import pid_alive, save_npy, sha256_file, shown, write_json
 from .ravdess import find_clips, find_landmarks, parse_name
 from .spec import PreprocessSpec
 
@@ -54,6 +54,7 @@ class ClipEntry:
     crop: str | None = None  # landmarks | haar | center
     crop_note: str | None = None
     audio_padded: bool | None = None
+    warnings: tuple[str, ...] = ()  # what the clip is not (truncated, silent, short audio): features.audio_warnings
 
     REQUIRED = ("stem", "actor", "label", "frames_sha256", "mfcc_sha256")
 
@@ -71,8 +72,11 @@ class ClipEntry:
 
 
 def _process_job(args) -> dict:
-    """Worker: one clip -> arrays on disk; returns its manifest row (a ClipEntry's dict) or its failure."""
-    clip, raw_dir, cache_dir, spec_dict, use_detector, allow_center_crop = args
+    """Worker: one clip -> arrays on disk; returns its manifest row (a ClipEntry's dict) or its failure.
+
+    What is wrong with the clip (it does not decode, it is not what it seems under ``strict``) is that clip's
+    failure; what is wrong with the machine (a full disk, a folder that cannot be written) stops the whole run."""
+    clip, raw_dir, cache_dir, spec_dict, use_detector, allow_center_crop, strict = args
     clip, raw_dir, cache_dir = Path(clip), Path(raw_dir), Path(cache_dir)
     spec = PreprocessSpec.from_dict(spec_dict)
     name = parse_name(clip)
@@ -82,30 +86,44 @@ def _process_job(args) -> dict:
         source_sha = sha256_file(clip)
         lm = find_landmarks(raw_dir, name)
         feats = extract_clip(clip, spec, lm, use_detector=use_detector, allow_center_crop=allow_center_crop)
-        frames_sha = save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
-        mfcc_sha = save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
+        if strict and feats.warnings:
+            raise DataError(f"{'; '.join(feats.warnings)} (--strict)")
     except DataError as e:
         return {"stem": name.stem, "source": str(clip), "error": str(e)}
+    except OSError as e:
+        return {"stem": name.stem, "source": str(clip), "error": f"cannot read it: {e.strerror or e}"}
     except Exception as e:  # an unexpected decoder failure is reported, never fatal for the whole run
         return {"stem": name.stem, "source": str(clip), "error": f"{type(e).__name__}: {e}"}
+    frames_sha = save_npy(cache_dir / "frames" / f"{name.stem}.npy", feats.frames)
+    mfcc_sha = save_npy(cache_dir / "mfcc" / f"{name.stem}.npy", feats.mfcc)
     return ClipEntry(
         stem=name.stem, actor=name.actor, label=name.label, frames_sha256=frames_sha, mfcc_sha256=mfcc_sha,
         emotion=name.emotion_name, intensity=name.intensity, statement=name.statement, repetition=name.repetition,
         vocal_channel=name.vocal_channel, source=str(clip.relative_to(raw_dir)), source_sha256=source_sha,
         landmarks=str(lm.relative_to(raw_dir)) if lm else None, crop=feats.crop_method, crop_note=feats.crop_note,
-        audio_padded=feats.audio_padded,
+        audio_padded=feats.audio_padded, warnings=tuple(feats.warnings),
     ).to_dict()
 
 
+ENTRY_KEYS = ("stem", "label", "actor", "source_sha256", "frames_sha256", "mfcc_sha256")
+
+
 def _read_progress(path: Path) -> dict[str, dict]:
+    """The finished clips ``progress.jsonl`` lists. A line torn by an interruption, or one that is not a clip entry,
+    is skipped: that clip is simply done again."""
     done = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        try:
+            text = path.read_bytes().decode("utf-8", "replace")
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror}; remove it to process every clip again") from e
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line torn by an interruption: that clip is simply done again
-            done[entry["stem"]] = entry
+                continue
+            if isinstance(entry, dict) and all(k in entry for k in ENTRY_KEYS) and isinstance(entry["stem"], str):
+                done[entry["stem"]] = entry
     return done
 
 
@@ -137,6 +155,7 @@ def preprocess(
     progress: bool = True,
     log=print,
     force: bool = False,
+    strict: bool = False,
 ) -> dict:
     """Build (or continue) the feature cache of ``raw_dir`` in ``cache_dir``; returns the manifest.
 
@@ -146,18 +165,20 @@ def preprocess(
     that are not a cfnsr cache, or the cache of another raw folder) is not written into without ``force``; a second
     preprocess into the same folder while one runs is refused.
     """
-    raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
-    clips = find_clips(raw_dir, include_song=include_song)
+    raw_dir, cache_dir = Path(raw_dir).absolute(), Path(cache_dir)
+    clips = find_clips(raw_dir, include_song=include_song, log=log)
     if not clips:
         raise DataError(f"no full-AV {'speech or song' if include_song else 'speech'} clips under {raw_dir}/Actor_XX")
     _check_cache_folder(cache_dir, raw_dir, force)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _cache_lock(cache_dir):
+    with _cache_lock(cache_dir, log):
         return _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, (use_detector, allow_center_crop), limit,
-                                  progress, log)
+                                  progress, log, strict)
 
 
 def _check_cache_folder(cache_dir: Path, raw_dir: Path, force: bool) -> None:
+    if not force and (cache_dir / "spec.json").is_file():
+        _read_spec(cache_dir / "spec.json")  # an empty or torn one is said before anything is written
     if not cache_dir.exists() or force:
         return
     if not cache_dir.is_dir():
@@ -179,19 +200,28 @@ def _check_cache_folder(cache_dir: Path, raw_dir: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def _cache_lock(cache_dir: Path):
-    """One preprocess per cache folder at a time: a second one is refused at once, naming the first's pid."""
+def _cache_lock(cache_dir: Path, log=print):
+    """One preprocess per cache folder at a time: a second one is refused at once, naming the first's pid.
+
+    The lock is an flock on ``.lock``, which records the owner's pid and is emptied on a clean exit. The kernel
+    releases the flock when its owner dies (workers never hold it: see ``workers.pool``), so a lock whose recorded
+    owner is gone is taken over, and said so."""
     import fcntl
 
     path = cache_dir / ".lock"
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise DataError(f"another cfnsr preprocess (pid {holder}) is writing {cache_dir}: wait for it to finish, "
-                            "or use another folder") from None
+        f.seek(0)
+        holder = f.read().strip()
+        if not _try_lock(f, wait=0 if _owner_alive(holder) else 5.0):
+            if _owner_alive(holder) or not holder.isdigit():
+                raise DataError(f"another cfnsr preprocess (pid {holder or '?'}) is writing {cache_dir}: wait for it "
+                                "to finish, or use another folder")
+            others = _lock_holders(path)
+            raise DataError(f"the lock of {cache_dir} is held by process(es) {others or '?'}, left over from "
+                            f"preprocess pid {holder}, which is gone: stop them, then run again")
+        if holder.isdigit() and int(holder) != os.getpid():
+            log(f"note: took over the lock of {cache_dir}: preprocess pid {holder}, which held it, is no longer "
+                "running (it was killed?); continuing its work")
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -199,17 +229,60 @@ def _cache_lock(cache_dir: Path):
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, face_policy, limit, progress, log) -> dict:
-    from concurrent.futures import ProcessPoolExecutor
+def _read_spec(path: Path) -> PreprocessSpec:
+    try:
+        return PreprocessSpec.from_dict(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, CfnsrError) as e:
+        what = "empty" if path.stat().st_size == 0 else f"not a preprocessing spec ({str(e).splitlines()[0][:100]})"
+        raise DataError(f"{path} is {what}: an earlier preprocess was interrupted while starting; remove it (or "
+                        "pass --force) to start the cache over") from e
 
+
+def _owner_alive(holder: str) -> bool:
+    return not holder.isdigit() or pid_alive(int(holder))  # an unknown owner is assumed to run
+
+
+def _try_lock(f, wait: float) -> bool:
+    """flock ``f``; when its recorded owner is dead, wait up to ``wait`` s for its dying workers to let go."""
+    import fcntl
+    import time
+
+    end = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.1)
+
+
+def _lock_holders(path: Path) -> list[int]:
+    """Pids holding an flock on ``path`` (Linux /proc/locks), for a message."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks") as f:
+            return sorted({int(line.split()[4]) for line in f if line.split()[5].endswith(f":{inode}")})
+    except (OSError, ValueError, IndexError):
+        return []
+
+
+def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, face_policy, limit, progress, log,
+                       strict=False) -> dict:
     from tqdm import tqdm
+
+    from ..workers import pool as worker_pool
 
     spec_path = cache_dir / "spec.json"
     if spec_path.exists():
-        old = PreprocessSpec.from_dict(json.loads(spec_path.read_text()))
+        old = _read_spec(spec_path)
         if old != spec:
             raise DataError(
                 f"{cache_dir} holds features made with another preprocessing spec ({old.to_json()}); "
@@ -240,23 +313,31 @@ def _preprocess_locked(raw_dir, cache_dir, clips, spec, workers, face_policy, li
     size_gb = estimate_bytes(len(clips), spec) / 1e9
     log(f"{len(clips)} clips in {raw_dir} ({len(done)} already cached, {len(todo)} to process); "
         f"the cache will take about {size_gb:.2f} GB in {cache_dir}")
+    import shutil
+
+    need, free = estimate_bytes(len(todo), spec), shutil.disk_usage(cache_dir).free
+    if need > free:
+        raise CfnsrError(f"cannot write the cache {cache_dir}: its {len(todo)} clips need about {need / 1e9:.2f} GB "
+                         f"and the disk has {free / 1e9:.2f} GB free")
     manifest_path.unlink(missing_ok=True)  # the cache is incomplete until the manifest is written again
     failures = {}
-    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), *face_policy) for c in todo]
+    jobs = [(str(c), str(raw_dir), str(cache_dir), spec.to_dict(), *face_policy, strict) for c in todo]
     bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", disable=not progress)
     with open(progress_path, "a") as plog:
         def record(result: dict) -> None:
             if "error" in result:
                 failures[result["stem"]] = result
-                bar.write(f"skipped {result['source']}: {result['error']}")
+                bar.write(f"skipped {shown(result['source'])}: {shown(result['error'])}")
             else:
+                for w in result.get("warnings") or []:
+                    bar.write(f"warning: {shown(result['source'])}: {w}")
                 done[result["stem"]] = result
                 plog.write(json.dumps(result) + "\n")
                 plog.flush()
             bar.update()
 
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with worker_pool(workers) as pool:
                 for result in pool.map(_process_job, jobs, chunksize=2):
                     record(result)
         else:

@@ -11,7 +11,7 @@ Audio: the clip's own audio track, mono, resampled to ``spec.sample_rate``, ``sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class ClipFeatures:
     crop_method: str  # one of CROP_METHODS
     audio_padded: bool  # the clip was shorter than offset + duration
     crop_note: str | None = None  # why a landmark file present was not used (its boxes were impossible)
+    warnings: list[str] = field(default_factory=list)  # what the media is not (truncated, silent, ...): media_warnings
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -43,7 +44,10 @@ def _open(path: Path):
     import av
 
     if not path.is_file():
-        raise DataError(f"clip {path} does not exist")
+        if path.is_symlink():
+            raise DataError(f"clip {path} is a symlink loop or a dangling link")
+        raise DataError(f"clip {path} is a folder, not a video file" if path.is_dir()
+                        else f"clip {path} does not exist")
     try:
         return av.open(str(path))
     except Exception as e:
@@ -59,8 +63,10 @@ def frame_rate(path: str | Path) -> float:
         return float(container.streams.video[0].average_rate or 0) or 25.0
 
 
-def decode_frames(path: str | Path, keep: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the video track once; RGB arrays of the frames in ``keep`` and the number of decodable frames."""
+def decode_frames(path: str | Path, keep: set[int], issues: list[str] | None = None
+                  ) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the video track once; RGB arrays of the frames in ``keep`` and the number of decodable frames. A
+    decoder error after the first frames is said in ``issues`` (the frames that decoded are used)."""
     path = Path(path)
     got, total = {}, 0
     with _open(path) as container:
@@ -74,28 +80,36 @@ def decode_frames(path: str | Path, keep: set[int]) -> tuple[dict[int, np.ndarra
         except Exception as e:
             if total == 0:
                 raise DataError(f"cannot decode the video of {path} ({type(e).__name__}: {e})") from e
-            # A truncated file: the frames that decoded are used.
+            _note(issues, f"the video decoder failed after {total} frames ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:100] if str(e) else ''}); the frames that decoded are used")
     if total == 0:
         raise DataError(f"{path}: the video track has no decodable frames")
     return got, total
 
 
-def read_video_frames(path: str | Path, count: int) -> tuple[np.ndarray, int]:
+def _note(issues: list[str] | None, message: str) -> None:
+    if issues is not None and message not in issues:
+        issues.append(message)
+
+
+def read_video_frames(path: str | Path, count: int, issues: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Decode ``count`` evenly spaced RGB frames; returns (frames uint8 (count, H, W, 3), total frame count).
 
     Only the chosen frames are converted and kept. The container's frame count is trusted only when decoding
-    confirms it (a truncated file costs a second pass).
+    confirms it (a truncated file costs a second pass, and is said in ``issues``).
     """
     path = Path(path)
     with _open(path) as container:
         header = container.streams.video[0].frames if container.streams.video else 0
     if header > 0:
         idx = frame_indices(header, count)
-        got, total = decode_frames(path, set(idx.tolist()))
+        got, total = decode_frames(path, set(idx.tolist()), issues)
         if total == header:
             return np.stack([got[i] for i in idx.tolist()]), total
+        if total < header - 1:
+            _note(issues, f"the file is truncated: its header says {header} video frames and {total} decode")
     else:
-        _, total = decode_frames(path, set())
+        _, total = decode_frames(path, set(), issues)
     idx = frame_indices(total, count)
     got, _ = decode_frames(path, set(idx.tolist()))
     return np.stack([got[i] for i in idx.tolist()]), total
@@ -138,13 +152,15 @@ def mono_samples(frame) -> np.ndarray:
     return a.reshape(-1, len(frame.layout.channels)).mean(axis=1)
 
 
-def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """The clip's audio track as mono float32 at its own rate: (samples, rate)."""
+def decode_audio(path: str | Path, issues: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """The clip's audio track as mono float32 at its own rate: (samples, rate). A decoder error after the first
+    samples, and a track shorter than its header says, are said in ``issues``."""
     path = Path(path)
     with _open(path) as container:
         if not container.streams.audio:
             raise DataError(f"{path} has no audio track (CFN-SR needs the clip's speech)")
         stream = container.streams.audio[0]
+        header_s = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
         chunks, rate = [], stream.rate
         try:
             for frame in container.decode(stream):
@@ -153,9 +169,41 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
         except Exception as e:
             if not chunks:
                 raise DataError(f"cannot decode audio of {path} ({type(e).__name__}: {e})") from e
+            _note(issues, f"the audio decoder failed after {sum(map(len, chunks)) / rate:.2f} s "
+                          f"({type(e).__name__}); the samples that decoded are used")
     if not chunks:
         raise DataError(f"{path}: the audio track has no decodable samples")
-    return np.concatenate(chunks).astype(np.float32), int(rate)
+    audio = np.concatenate(chunks).astype(np.float32)
+    got_s = len(audio) / rate
+    if header_s and got_s < 0.9 * header_s - 0.05:
+        _note(issues, f"the file is truncated: its audio track should last {header_s:.2f} s and {got_s:.2f} s decode")
+    return audio, int(rate)
+
+
+SILENT_PEAK = 1e-4  # -80 dBFS: nothing but dither
+QUIET_RMS = 1e-3  # -60 dBFS over the window: far below speech (about -20 to -35 dBFS)
+
+
+def audio_warnings(audio: np.ndarray, rate: int, spec: PreprocessSpec) -> list[str]:
+    """What the spec's audio window of ``audio`` (mono at ``rate``) is not: silent, near-silent, or shorter than the
+    window (then zero-padded, as MSAF did)."""
+    out = []
+    need = spec.audio_offset + spec.audio_duration
+    have = len(audio) / rate if rate else 0.0
+    if have < need:
+        out.append(f"the audio lasts {have:.2f} s, shorter than the window ({spec.audio_offset:g} s offset + "
+                   f"{spec.audio_duration:g} s): the rest is zero-padded")
+    start = int(spec.audio_offset * rate)
+    window = np.asarray(audio[start:start + int(spec.audio_duration * rate)], dtype=np.float64)
+    peak = float(np.abs(window).max()) if window.size else 0.0
+    if peak < SILENT_PEAK:
+        out.append("the audio is silent in the window the model hears (peak below -80 dBFS)")
+    else:
+        rms = float(np.sqrt(np.mean(window ** 2)))
+        if rms < QUIET_RMS:
+            out.append(f"the audio is near-silent in the window the model hears (RMS {20 * np.log10(rms):.0f} dBFS; "
+                       "speech is about -20 to -35)")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ audio features
@@ -321,8 +369,11 @@ def extract_clip(path: str | Path, spec: PreprocessSpec, landmarks_path: str | P
     centre crop is what was asked for)."""
     from .ravdess import read_landmarks
 
-    frames, n_frames = read_video_frames(path, spec.frames)
-    mfcc, padded = mfcc_features(read_audio(path, spec.sample_rate), spec)  # a clip without audio says so first
+    issues: list[str] = []
+    frames, n_frames = read_video_frames(path, spec.frames, issues)
+    audio, rate = decode_audio(path, issues)  # a clip without audio says so first
+    issues += audio_warnings(audio, rate, spec)
+    mfcc, padded = mfcc_features(resample(audio, rate, spec.sample_rate), spec)
     boxes = None
     if landmarks_path is not None:
         boxes = landmark_boxes(read_landmarks(landmarks_path), frame_indices(n_frames, spec.frames), n_frames)
@@ -331,7 +382,7 @@ def extract_clip(path: str | Path, spec: PreprocessSpec, landmarks_path: str | P
                        tried=f"a landmark file ({landmarks_path or 'none found'}) and ",
                        fix="--allow-center-crop to train on the centre of the frame anyway")
     crops = crop_faces(frames, faces.boxes, spec)
-    return ClipFeatures(crops, mfcc, faces.method, padded, faces.note)
+    return ClipFeatures(crops, mfcc, faces.method, padded, faces.note, issues)
 
 
 def to_model_inputs(frames: np.ndarray, mfcc: np.ndarray, spec: PreprocessSpec):

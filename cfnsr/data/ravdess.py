@@ -78,7 +78,7 @@ def parse_name(name: str | Path) -> ClipName:
     return ClipName(**values)
 
 
-def find_clips(raw_dir: str | Path, include_song: bool = False) -> list[tuple[Path, ClipName]]:
+def find_clips(raw_dir: str | Path, include_song: bool = False, log=None) -> list[tuple[Path, ClipName]]:
     """Full-AV clips under ``raw_dir/Actor_XX/`` (video-only and audio-only files are skipped, as MSAF did).
 
     Speech only by default; ``include_song`` adds the song clips. Sorted by name.
@@ -91,7 +91,11 @@ def find_clips(raw_dir: str | Path, include_song: bool = False) -> list[tuple[Pa
         raise DataError(f"no Actor_XX folders in {raw_dir}: unpack the RAVDESS Video_Speech_Actor_XX.zip files there")
     clips = []
     for d in actor_dirs:
-        for f in sorted(d.glob("*.mp4")):
+        for f in sorted(p for p in d.iterdir() if p.suffix.lower() == ".mp4"):
+            if not f.is_file():  # a folder named *.mp4, a dangling link, or a symlink loop
+                if log is not None:
+                    log(f"note: skipped {f}: {'a symlink loop or a dangling link' if f.is_symlink() else 'not a file'}")
+                continue
             name = parse_name(f)
             if not name.is_full_av or (not name.is_speech and not include_song):
                 continue
@@ -161,9 +165,14 @@ def write_landmarks(path: str | Path, landmarks: np.ndarray, fps: float) -> None
     """Write (rows, 68, 2) pixel landmarks as an OpenFace-format CSV (the columns cfnsr and MSAF read)."""
     header = ["frame", " face_id", " timestamp", " confidence", " success"]
     header += [f" x_{k}" for k in range(68)] + [f" y_{k}" for k in range(68)]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for i, lm in enumerate(landmarks):
-            w.writerow([i + 1, 0, f"{i / fps:.3f}", "0.98", 1]
-                       + [f"{v:.1f}" for v in lm[:, 0]] + [f"{v:.1f}" for v in lm[:, 1]])
+    import io
+
+    from ..fileio import write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    for i, lm in enumerate(landmarks):
+        w.writerow([i + 1, 0, f"{i / fps:.3f}", "0.98", 1]
+                   + [f"{v:.1f}" for v in lm[:, 0]] + [f"{v:.1f}" for v in lm[:, 1]])
+    write_text(path, buf.getvalue())

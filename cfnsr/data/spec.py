@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import DataError
@@ -36,6 +37,23 @@ class PreprocessSpec(JsonDataclass):
     msaf_compat: bool = False
 
     def __post_init__(self) -> None:
+        def bad(name, want):
+            return DataError(f"preprocess {name} is {getattr(self, name)!r}; expected {want}")
+
+        for name in ("frames", "image_size", "sample_rate", "n_mfcc", "mfcc_frames", "n_fft", "hop_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "a positive integer")
+        for name, lo in (("audio_offset", 0.0), ("audio_duration", None)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                    (v < lo if lo is not None else v <= 0):
+                raise bad(name, "a finite number of seconds, " + ("at least 0" if lo is not None else "positive"))
+        for name, positive in (("mean", False), ("std", True)):
+            v = getattr(self, name)
+            if not isinstance(v, (tuple, list)) or len(v) != 3 or \
+                    not all(isinstance(x, (int, float)) and math.isfinite(x) and (x > 0 or not positive) for x in v):
+                raise bad(name, "three finite numbers" + (", each positive" if positive else ""))
         if self.channel_order not in ("rgb", "bgr"):
             raise DataError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
         expected = 1 + int(round(self.audio_duration * self.sample_rate)) // self.hop_length

@@ -10,18 +10,19 @@ modality and apart in the other, so a model that loses a modality loses accuracy
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import CfnsrError, DataError
+from ..fileio import atomic_path, write_json
 from .ravdess import ClipName, write_landmarks
 
 WIDTH, HEIGHT, FPS = 320, 180, 30
 DURATION = 3.3  # seconds; RAVDESS clips are 3-5 s and MSAF reads 0.5 s + 2.45 s of audio
+CLIP_BYTES = 150_000  # a clip and its landmark CSV on disk, with a margin (measured: about 115 kB)
 AUDIO_RATE = 48000
 
 # Face per emotion: mouth curve (+ smile), mouth opening, brow raise, brow tilt (+ inner ends down), eye opening.
@@ -196,14 +197,15 @@ def synth_audio(actor: Actor, name: ClipName, rng: np.random.Generator) -> tuple
 
 
 def write_clip(path: Path, frames: list[np.ndarray], audio: np.ndarray, rate: int = AUDIO_RATE,
-               fps: int = FPS) -> None:
+               fps: int = FPS, faststart: bool = False) -> None:
     """Mux RGB frames (H.264, yuv420p) and audio (AAC; ``audio`` mono (n,) or stereo (2, n)) into an mp4, as
-    RAVDESS's files are."""
+    RAVDESS's files are. ``faststart``: the index before the media data (as web video is), so that a truncated
+    copy still opens."""
     import av
 
     audio = np.asarray(audio, dtype=np.float32)
     stereo = audio.ndim == 2
-    with av.open(str(path), "w", format="mp4") as out:
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"} if faststart else None) as out:
         v = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "26", "threads": "1"})
         v.height, v.width = frames[0].shape[:2]
         v.pix_fmt = "yuv420p"
@@ -242,7 +244,8 @@ def make_clip(out_dir: Path, name: ClipName, actor: Actor, seed: int) -> dict:
         landmarks.append(pts)
         frames.append(draw_face(backdrop, actor, pts))
     clip = out_dir / f"Actor_{name.actor:02d}" / f"{name.stem}.mp4"
-    write_clip(clip, frames, audio)
+    with atomic_path(clip) as tmp:
+        write_clip(tmp, frames, audio)
     write_landmarks(out_dir / "landmarks" / f"{name.stem}.csv", np.asarray(landmarks), FPS)
     lm = np.asarray(landmarks)
     boxes = np.stack([lm[:, :, 0].min(1), lm[:, :, 1].min(1), lm[:, :, 0].max(1), lm[:, :, 1].max(1)], axis=1)
@@ -256,14 +259,20 @@ def _make_clip_job(args):
 
 def generate(out_dir: str | Path, actors: int = 8, seed: int = 0, workers: int = 1, progress: bool = True) -> Path:
     """Write the synthetic data set; ``truth.json`` holds each clip's face boxes (for tests of the crop)."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from tqdm import tqdm
+
+    from ..workers import pool as worker_pool
 
     out_dir = Path(out_dir)
     if not 1 <= actors <= 24:
         raise DataError(f"--actors must be 1..24 (RAVDESS has 24 actors), got {actors}")
     (out_dir / "landmarks").mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    need, free = actors * 60 * CLIP_BYTES, shutil.disk_usage(out_dir).free
+    if need > free:
+        raise CfnsrError(f"cannot write {out_dir}: {actors} actors' clips take about {need / 1e6:.0f} MB and the disk "
+                         f"has {free / 1e6:.0f} MB free")
     jobs = []
     for a in range(1, actors + 1):
         (out_dir / f"Actor_{a:02d}").mkdir(exist_ok=True)
@@ -272,7 +281,7 @@ def generate(out_dir: str | Path, actors: int = 8, seed: int = 0, workers: int =
     truth = {}
     bar = tqdm(total=len(jobs), desc="synth-ravdess", unit="clip", disable=not progress)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             for stem, gt in pool.map(_make_clip_job, jobs, chunksize=4):
                 truth[stem] = gt
                 bar.update()
@@ -284,5 +293,5 @@ def generate(out_dir: str | Path, actors: int = 8, seed: int = 0, workers: int =
     bar.close()
     meta = {"generator": "cfnsr synth-ravdess", "actors": actors, "seed": seed, "width": WIDTH, "height": HEIGHT,
             "fps": FPS, "audio_rate": AUDIO_RATE, "clips": dict(sorted(truth.items()))}
-    (out_dir / "truth.json").write_text(json.dumps(meta))
+    write_json(out_dir / "truth.json", meta)
     return out_dir

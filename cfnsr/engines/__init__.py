@@ -73,6 +73,8 @@ def load(path: str | Path, backend: str | None = None, **options) -> Runner:
     from .runners import AotiRunner, OnnxRuntimeRunner, OpenVinoRunner, TorchRunner
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a folder, not a model file (a checkpoint, .onnx, .engine or .pt2)")
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist")
     suffix = path.suffix.lower()

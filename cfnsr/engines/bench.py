@@ -166,16 +166,55 @@ def markdown(report: dict) -> str:
         for r in report["results"] if r.get("slower_than_float"))
 
 
-def write_reports(report: dict, json_path: str | Path) -> dict:
+def report_paths(json_path: str | Path) -> dict:
+    """The JSON report and its siblings: ``NAME.md`` and ``NAME.png`` beside ``NAME.json`` (only the last suffix is
+    replaced: ``notes.v2.json`` -> ``notes.v2.md``, never ``notes.md``). ``-``: the JSON on stdout and no siblings."""
+    if str(json_path) == "-":
+        return {"json": None, "markdown": None, "png": None}
     json_path = Path(json_path)
-    stem = json_path.with_suffix("")
-    write_json(json_path, report)
-    write_text(stem.with_suffix(".md"), markdown(report))
+    return {"json": json_path, "markdown": json_path.with_suffix(".md"), "png": json_path.with_suffix(".png")}
+
+
+def write_reports(report: dict, json_path: str | Path) -> dict:
+    paths = report_paths(json_path)
+    write_json(paths["json"], report)
+    if paths["json"] is None:
+        return paths
+    write_text(paths["markdown"], markdown(report))
     groups: dict[str, dict[str, float]] = {}
     for r in report["results"]:
         groups.setdefault(r["label"], {})[f"batch {r['batch']}"] = r["mean_ms"]
-    plot_bars(groups, stem.with_suffix(".png"), "Latency per artifact (mean, lower is better)", "ms per call")
-    return {"json": str(json_path), "markdown": str(stem.with_suffix(".md")), "png": str(stem.with_suffix(".png"))}
+    plot_bars(groups, paths["png"], "Latency per artifact (mean, lower is better)", "ms per call")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def item_bytes(path: Path, backend: str | None = None) -> int:
+    """Bytes of one clip's inputs to the artifact at ``path`` (from its metadata, or a checkpoint's config)."""
+    import numpy as np
+
+    if path.suffix.lower() in (".pt", ".pth") or backend == "torch":
+        from ..model.checkpoint import load_checkpoint
+        from ..model.config import ModelConfig
+
+        return ModelConfig.from_dict(load_checkpoint(path)["model_config"]).clip_bytes
+    from ..artifact import read_metadata
+
+    total = 0
+    for t in read_metadata(path).get("inputs") or []:
+        if t.get("kind", "input") == "input":
+            dims = [d for d in t["shape"][1:] if isinstance(d, int)]
+            total += int(np.prod(dims)) * np.dtype(t.get("dtype", "float32")).itemsize
+    return total
+
+
+def check_batches(entries: list[Entry], batches) -> None:
+    """Before any artifact is loaded: every batch size's input buffers fit in this machine's memory."""
+    from ..bounds import check_batch_memory
+
+    largest = max(batches)
+    for e in entries:
+        if e.path.is_file():
+            check_batch_memory(largest, item_bytes(e.path, e.backend), f"--batch (for {e.path.name})")
 
 
 def parse_entries(artifacts: list[str], backends: list[str] | None, reference: str | None) -> list[Entry]:

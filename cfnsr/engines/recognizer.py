@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data.features import (
     audio_segment,
+    audio_warnings,
     crop_faces,
     decode_audio,
     find_faces,
@@ -29,7 +30,8 @@ from ..data.features import (
     resample,
     to_model_inputs,
 )
-from ..errors import ArtifactError
+from ..errors import ArtifactError, DataError
+from ..fileio import shown
 from . import device_options, load
 from .base import InputError
 
@@ -47,9 +49,42 @@ class Prediction:
     crop_note: str | None = None
     source: str | None = None
     boxes: list[list[float]] | None = None  # the face box (left, top, right, bottom) of each frame the model saw
+    warnings: list[str] = field(default_factory=list)  # what the media is not: truncated, silent, short, ...
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def as_pcm(pcm) -> np.ndarray:
+    """``pcm`` as mono float32 in [-1, 1): float samples as they are; integer PCM (int16, int32, uint8) scaled as
+    ``decode_audio`` scales a decoder's integer samples; anything else refused, naming the argument."""
+    a = np.asarray(pcm)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float32)
+    elif a.dtype.kind in "iu" and a.dtype.itemsize in (1, 2, 4, 8):
+        offset = 128.0 if a.dtype == np.uint8 else 0.0
+        if a.dtype.kind == "u" and a.dtype != np.uint8:
+            raise InputError(f"pcm: unsigned {a.dtype} samples are not a PCM format; give float32, int16 or int32")
+        a = ((a.astype(np.float64) - offset) / (2.0 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
+    else:
+        raise InputError(f"pcm: expected float or integer PCM samples, got dtype {a.dtype}")
+    if a.ndim != 1 or a.size == 0:
+        raise InputError(f"pcm: expected mono samples (N,), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"pcm holds {int((~np.isfinite(a)).sum())} non-finite samples")
+    return a
+
+
+def check_rate(sample_rate) -> int | float:
+    """A sample rate in Hz: a finite positive real number (a bool, str or NaN is refused, naming the argument)."""
+    import numbers
+
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
+        raise InputError(f"sample_rate: expected a positive number of Hz, got {type(sample_rate).__name__} "
+                         f"{sample_rate!r}")
+    if not np.isfinite(sample_rate) or sample_rate <= 0:
+        raise InputError(f"sample_rate: expected a positive number of Hz, got {sample_rate!r}")
+    return sample_rate
 
 
 class Recognizer:
@@ -83,12 +118,26 @@ class Recognizer:
         self.close()
 
     # -- prediction ------------------------------------------------------------------------------------------------
-    def predict_file(self, path: str | Path, landmarks: str | Path | None = None) -> Prediction:
-        """Decode a clip (its audio at its own rate), find the face, crop, infer."""
+    def predict_file(self, path: str | Path, landmarks: str | Path | None = None, strict: bool = False
+                     ) -> Prediction:
+        """Decode a clip (its audio at its own rate), find the face, crop, infer.
+
+        What the clip is not (truncated, a decoder error mid-file, silent or near-silent audio, audio shorter than
+        the window) is in ``Prediction.warnings``; with ``strict`` it is a DataError instead."""
         t0 = time.perf_counter()
+        if not isinstance(path, (str, Path)):
+            raise InputError(f"path: expected a file name (str or Path), got {type(path).__name__}")
         path = Path(path)
-        frames, n_frames = read_video_frames(path, self.spec.frames)
-        audio, rate = decode_audio(path)
+        if path.is_dir():
+            raise DataError(f"path: {shown(path)} is a folder, not a video file (cfnsr predict takes folders)")
+        if landmarks is not None and Path(landmarks).is_dir():
+            raise DataError(f"landmarks: {shown(landmarks)} is a folder, not a landmark CSV")
+        issues: list[str] = []
+        frames, n_frames = read_video_frames(path, self.spec.frames, issues)
+        audio, rate = decode_audio(path, issues)
+        issues += audio_warnings(audio, rate, self.spec)
+        if strict and issues:
+            raise DataError(f"{shown(path)}: {'; '.join(issues)} (--strict)")
         decode_ms = (time.perf_counter() - t0) * 1e3
         boxes = None
         t = time.perf_counter()
@@ -100,6 +149,7 @@ class Recognizer:
         tried = f"a landmark file ({'none found' if landmarks is None else landmarks}) and "
         pred = self._predict(frames, audio, rate, boxes, source=str(path), tried=tried,
                              boxes_from=f"landmarks {landmarks}")
+        pred.warnings = issues
         pred.timings_ms["decode"] = decode_ms
         pred.timings_ms["detection"] += landmark_ms
         pred.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
@@ -115,13 +165,8 @@ class Recognizer:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames: expected uint8 (T, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
-        pcm = np.asarray(pcm, dtype=np.float32)
-        if pcm.ndim != 1 or pcm.size == 0:
-            raise InputError(f"pcm: expected mono samples (N,), got shape {pcm.shape}")
-        if not np.isfinite(pcm).all():
-            raise InputError(f"pcm holds {int((~np.isfinite(pcm)).sum())} non-finite samples")
-        if not sample_rate or sample_rate <= 0:
-            raise InputError(f"sample_rate must be positive, got {sample_rate}")
+        pcm = as_pcm(pcm)
+        sample_rate = check_rate(sample_rate)
         idx = frame_indices(len(frames), self.spec.frames)
         if boxes is not None:
             boxes = np.asarray(boxes, dtype=np.float32)

@@ -75,7 +75,7 @@ class OnnxRuntimeRunner(Runner):
         ort = require("onnxruntime")
         from ..artifact import read_metadata
 
-        self.metadata = read_metadata(self.path)
+        self.metadata = read_metadata(self.path, validate=True)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
@@ -97,11 +97,7 @@ class OnnxRuntimeRunner(Runner):
             raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {str(e).splitlines()[0]}") from e
         self.device = "cuda" if self.session.get_providers()[0] in ("CUDAExecutionProvider",
                                                                      "TensorrtExecutionProvider") else "cpu"
-        if "inputs" in self.metadata:
-            self.input_spec = spec_from_metadata(self.metadata, str(self.path))
-        else:
-            self.input_spec = tuple(TensorSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape))
-                                    for i in self.session.get_inputs())
+        self.input_spec = spec_from_metadata(self.metadata, str(self.path))
 
     def _infer(self, inputs: dict) -> np.ndarray:
         return self.session.run(["logits"], {k: np.asarray(v) for k, v in inputs.items()})[0]
@@ -127,7 +123,7 @@ class OpenVinoRunner(Runner):
         ov = require("openvino")
         from ..artifact import read_metadata
 
-        self.metadata = read_metadata(self.path)
+        self.metadata = read_metadata(self.path, validate=True)
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
@@ -162,18 +158,34 @@ class AotiRunner(Runner):
         self.threads = threads
 
     def _activate(self) -> None:
+        import contextlib
+        import os
+
         import torch
 
-        from ..artifact import package_metadata
+        from ..artifact import package_metadata, read_metadata, validate_metadata
+        from ..fileio import temp_dir
 
+        read_metadata(self.path, validate=True)  # the archive whole and its metadata valid, before torch unpacks it
         if self.threads:
             torch.set_num_threads(self.threads)
+        # libtorch unpacks the package under TMPDIR: point it at a folder of ours, removed on every exit path
+        self._tmp = contextlib.ExitStack()
+        tmp = self._tmp.enter_context(temp_dir("aoti"))
+        old = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = str(tmp)
         try:
             self.package = torch._inductor.aoti_load_package(str(self.path))
         except Exception as e:
+            self._tmp.close()
             raise ArtifactError(f"libtorch cannot load the AOTInductor package {self.path}: "
                                 f"{str(e).strip().splitlines()[0]}") from e
-        self.metadata = package_metadata(self.package.get_metadata())
+        finally:
+            if old is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = old
+        self.metadata = validate_metadata(package_metadata(self.package.get_metadata()), self.path)
         self.device = self.metadata.get("device", "cpu")
         self.max_batch = int(self.metadata.get("max_batch", 1))
         self.input_spec = spec_from_metadata(self.metadata, str(self.path))
@@ -191,3 +203,4 @@ class AotiRunner(Runner):
 
     def _deactivate(self) -> None:
         del self.package
+        self._tmp.close()

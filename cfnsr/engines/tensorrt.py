@@ -138,7 +138,9 @@ class TensorRTRunner(Runner):
         trt_mod = require("polygraphy.backend.trt", "tensorrt", "running TensorRT engines (Polygraphy)")
         side = read_sidecar(self.path)
         check_compatible(side, self.path, tensorrt_version(), gpu_identity())
-        self.metadata = side["cfnsr"]
+        from ..artifact import validate_metadata
+
+        self.metadata = validate_metadata(side["cfnsr"], self.path)
         self.min_batch, _, self.max_batch = side["profile"]["batch"]
         self.input_spec = spec_from_metadata(self.metadata, str(self.path))
         torch = _cuda_torch() if self.device_timing in (None, True) else None

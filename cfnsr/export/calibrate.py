@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import random
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 from ..data.cache import FeatureCache, clips_hash
 from ..data.features import to_model_inputs
 from ..errors import CfnsrError, DataError
-from ..fileio import write_json
+from ..fileio import temp_dir, write_json
 from .formats import check_choice
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ def compute_ranges(model_path: str | Path, reader: RavdessCalibrationReader, met
         extra["percentile"] = percentile
     if method == "entropy":
         extra.update(num_bins=entropy_bins, num_quantized_bins=128)
-    with tempfile.TemporaryDirectory(prefix="cfnsr-calib-") as tmp:
+    with temp_dir("calib") as tmp:
         calibrator = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=_calibration_method(method), extra_options=extra)
         for i in tqdm(range(len(reader)), desc=f"calibrate ({method})", unit="clip", disable=not progress):

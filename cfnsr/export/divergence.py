@@ -15,7 +15,6 @@ from .formats import NARROWER_SCOPE
 def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: int = 5) -> list[dict]:
     """Layers where int8 departs from fp32, in graph order of the worst SQNR: ONNX Runtime's qdq_loss_debug
     records every tensor of both graphs on the same inputs and compares the matching ones."""
-    import tempfile
     from pathlib import Path
 
     from onnxruntime.quantization import CalibrationDataReader
@@ -26,6 +25,8 @@ def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: in
         modify_model_output_intermediate_tensors,
     )
 
+    from ..fileio import temp_dir
+
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.items = iter(inputs)
@@ -33,7 +34,7 @@ def first_divergence(fp32_path: str, int8_path: str, inputs: list[dict], top: in
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory(prefix="cfnsr-debug-") as tmp:
+    with temp_dir("debug") as tmp:
         f_aug, q_aug = str(Path(tmp) / "f.onnx"), str(Path(tmp) / "q.onnx")
         modify_model_output_intermediate_tensors(fp32_path, f_aug)
         modify_model_output_intermediate_tensors(int8_path, q_aug)

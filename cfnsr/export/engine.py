@@ -32,7 +32,7 @@ from pathlib import Path
 from ..artifact import SIDECAR_FORMAT, read_metadata, sidecar_path
 from ..engines.tensorrt import gpu_identity, tensorrt_version
 from ..errors import ArtifactError, CfnsrError
-from ..fileio import atomic_path, check_writable, sha256_file, write_json
+from ..fileio import atomic_path, check_file, sha256_file, write_json
 from ..lazy import require
 
 
@@ -119,15 +119,23 @@ def input_shapes_from_metadata(meta: dict) -> dict[str, tuple]:
     return {i["name"]: tuple(i["shape"][1:]) for i in meta["inputs"] if i.get("kind", "input") == "input"}
 
 
+def engine_path(onnx_path: str | Path) -> Path:
+    """``m.int8.engine`` for ``m.int8.onnx`` (only the last suffix is replaced)."""
+    return Path(onnx_path).with_suffix(".engine")
+
+
 def build_engine(onnx_path: str | Path, output: str | Path | None = None, opts: BuildOptions | None = None,
                  force: bool = False, log=print) -> Path:
     """ONNX -> raw engine + sidecar JSON, on this GPU."""
+    from ..artifact import read_metadata as read_checked
+
+    read_checked(onnx_path, validate=True)  # a file that is not a cfnsr artifact is refused before TensorRT loads
     require("tensorrt", purpose="building TensorRT engines")
     trt_mod = _polygraphy_trt()
     onnx_path = Path(onnx_path)
     opts = opts or BuildOptions()
-    out = Path(output) if output else onnx_path.with_suffix(".engine")
-    check_writable(out, force)
+    out = Path(output) if output else engine_path(onnx_path)
+    check_file(out, force, "-o")
     meta = read_metadata(onnx_path)
     identity = gpu_identity()
     version = tensorrt_version()

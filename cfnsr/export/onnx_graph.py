@@ -23,14 +23,15 @@ def torch_to_onnx(module: torch.nn.Module, example: tuple, input_names: list[str
     The example batch must be 2 or more: with a batch-1 example the exporter specialises the batch axis to 1.
     """
     import inspect
-    import tempfile
     from pathlib import Path
+
+    from ..fileio import temp_dir
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     args = list(inspect.signature(module.forward).parameters)
     # The exporter logs a warning per torchvision op it cannot register; cfnsr uses none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="cfnsr-onnx-") as tmp, warnings.catch_warnings():
+    with temp_dir("onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module.eval(), tuple(example), dynamo=True, opset_version=opset, input_names=input_names,

@@ -10,7 +10,6 @@ The artifact is written only at the end, atomically. One that fails its gate is 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..artifact import base_metadata, input_names
 from ..data.cache import FeatureCache
 from ..engines.accuracy import GateResult, GateThresholds, batched, compare, held_out_arrays
 from ..errors import CfnsrError
-from ..fileio import atomic_path, check_writable, probe_writable, sha256_file
+from ..fileio import Outputs, atomic_path, sha256_file, shown, temp_dir
 from ..lazy import require
 from ..model.checkpoint import Checkpoint
 from . import divergence, readiness
@@ -108,15 +107,13 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
         require("onnxruntime", purpose="exporting ONNX (fp16 conversion, int8 quantization and the accuracy gate)")
     if opts.precision == "auto":
         _auto_options(opts)
-    ckpt = Checkpoint.load(checkpoint)
-    model = ckpt.model()
     out = Path(opts.output) if opts.output else default_output(checkpoint, opts.precision, fmt.suffix)
     if out.suffix != fmt.suffix:
-        raise CfnsrError(f"output {out} must end in {fmt.suffix}"
+        raise CfnsrError(f"output {shown(out)} must end in {fmt.suffix}"
                          + (" (the engine is written beside it)" if fmt.suffix == ".onnx" else ""))
-    check_writable(out, opts.force)
-    check_writable(failed_name(out), True)
-    probe_writable(out)
+    declare_outputs(checkpoint, out, opts, formats).check()
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model()
     cache = FeatureCache.open(opts.data) if opts.data else None
     if cache is not None:
         cache.check_checkpoint(model.config, ckpt.preprocess)
@@ -128,9 +125,9 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
                          "(a `cfnsr preprocess` output)")
     if opts.precision == "auto" and opts.inputs == "media":
         raise CfnsrError("--precision auto chooses precisions of the network's layer groups: export --inputs features")
-    with tempfile.TemporaryDirectory(prefix="cfnsr-export-") as tmp:
+    with temp_dir("export") as tmp:
         report = ExportReport(str(checkpoint), ckpt.sha256, opts.precision, model.config.name, fmt.name)
-        job = ExportJob(ckpt, model, out, cache, opts, Path(tmp), log, report)
+        job = ExportJob(ckpt, model, out, cache, opts, tmp, log, report)
         art_path, gate = ROUTES[fmt.route](job)
         result = _finish(job, art_path, gate)
     if result.passed and "engine" in formats:
@@ -140,6 +137,30 @@ def export(checkpoint: str | Path, opts: ExportOptions, log=print) -> ExportResu
     elif result.passed and opts.fmt == "auto" and fmt.name == "onnx":
         log(f"TensorRT is not usable here; build the engine on the target GPU with: cfnsr build {result.path}")
     return result
+
+
+def declare_outputs(checkpoint: Path, out: Path, opts: ExportOptions, formats) -> Outputs:
+    """Everything an export may write, for ``Outputs.check`` before any work: the artifact, the copy kept when the
+    gate fails, the reports beside each, the calibration cache (int8) and the engine with its sidecar."""
+    from ..artifact import sidecar_path
+    from .engine import engine_path
+
+    outs = Outputs([checkpoint, opts.data], opts.force)
+    outs.file(out, "-o")
+    failed = failed_name(out)
+    outs.file(failed, "the gate-failure copy of -o", force=True)
+    for artifact, what in ((out, "-o"), (failed, "the gate-failure copy of -o")):
+        stem = report_path(artifact, "")
+        for kind in (".report.json", ".report.md", ".confusion.png"):
+            outs.file(stem.with_name(stem.name + kind), f"the report beside {what}", text=kind != ".confusion.png",
+                      force=True)
+    if opts.precision == "int8":
+        outs.folder(out.parent / "calibration-cache", "the calibration cache beside -o")
+    if "engine" in formats:
+        engine = engine_path(out)
+        outs.file(engine, "the engine beside -o")
+        outs.file(sidecar_path(engine), "the engine sidecar beside -o", force=True)
+    return outs
 
 
 def check_options(fmt: Format, opts: ExportOptions) -> None:

@@ -15,7 +15,6 @@ import inspect
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 
 from ..artifact import OUTPUT_NAME, encode_metadata, tensor_entry
 from ..errors import ArtifactError, CfnsrError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, temp_dir
 from ..lazy import cuda_available
 
 DEVICES = ("cpu", "cuda")
@@ -60,7 +59,7 @@ def export_pt2(model: torch.nn.Module, path: str | os.PathLike, metadata: dict, 
     meta = encode_metadata({**metadata, "device": device, "max_batch": max_batch, "torch_version": torch.__version__})
     for name in ("torch._inductor", "torch.utils.cpp_extension"):  # the latter warns "No CUDA runtime" on CPUs
         logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="cfnsr-pt2-") as tmp:
+    with warnings.catch_warnings(), temp_dir("pt2") as tmp:
         warnings.simplefilter("ignore")
         with torch.no_grad():
             program = torch.export.export(model, args, dynamic_shapes={n: {0: batch} for n in names})
@@ -83,7 +82,7 @@ def run_isolated(package: str | os.PathLike, inputs: dict, batch: int = 8, timeo
 
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="cfnsr-aoti-") as tmp:
+    with temp_dir("aoti") as tmp:
         given, logits = Path(tmp) / "inputs.npz", Path(tmp) / "logits.npy"
         np.savez(given, **{k: np.ascontiguousarray(v) for k, v in inputs.items()})
         code = ("import sys, numpy as np; from cfnsr.engines.runners import AotiRunner; "

@@ -92,10 +92,50 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         if isinstance(ckpt, dict) and any(k.startswith(("msaf.", "module.msaf.", "video_model_blocks")) for k in ckpt):
             hint = "; it looks like a published CFN-SR/MSAF state dict: convert it with `cfnsr import-original --fused`"
         raise CheckpointError(f"{path} is not a cfnsr checkpoint (no 'format': '{FORMAT}' entry){hint}")
-    if ckpt.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {ckpt['format_version']}; this cfnsr reads up to {FORMAT_VERSION}"
-        )
+    return validate_checkpoint(ckpt, str(path))
+
+
+def validate_checkpoint(ckpt: dict, source: str) -> dict:
+    """The one check of a cfnsr checkpoint's entries, run where it is loaded (every command, every runner; the
+    weights against the network in ``load_state_dict_checked``): ``format_version`` an integer this cfnsr reads,
+    ``model_config`` a valid configuration, ``state_dict`` a dict of named tensors, ``split`` (when present)
+    complete and consistent, ``preprocess`` (when present) a valid spec. Raises CheckpointError naming the entry."""
+    version = ckpt.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{source}: format_version is {version!r}, not an integer: the file was not written by "
+                              "cfnsr (or was edited)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{source} has checkpoint format version {version}; this cfnsr reads up to "
+                              f"{FORMAT_VERSION}")
+    try:
+        ModelConfig.from_dict(ckpt["model_config"])
+    except KeyError:
+        raise CheckpointError(f"{source} has no model_config entry: it cannot be rebuilt") from None
+    except (TypeError, ValueError, AttributeError, CfnsrError) as e:
+        raise CheckpointError(f"{source}: invalid model_config: {e}") from e
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not sd:
+        raise CheckpointError(f"{source} has no state_dict (the weights): "
+                              + ("the entry is missing" if sd is None else f"it is a {type(sd).__name__}"))
+    bad = next(((k, v) for k, v in sd.items() if not isinstance(k, str) or not torch.is_tensor(v)), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: state_dict entry {bad[0]!r} is a {type(bad[1]).__name__}, not a tensor")
+    if ckpt.get("split"):
+        try:
+            split = Split.from_dict(ckpt["split"])
+            actors = [*split.train, *split.val, *split.test]
+            if not (split.train and split.test and all(isinstance(a, int) for a in actors)):
+                raise ValueError("its train and test actors must be non-empty lists of actor numbers")
+            if set(split.train) & (set(split.val) | set(split.test)):
+                raise ValueError("training actors are also validation or test actors")
+        except (TypeError, ValueError, KeyError, AttributeError, CfnsrError) as e:
+            raise CheckpointError(f"{source}: invalid split: the entry is incomplete or inconsistent ({e}); re-train, "
+                                  "or remove the entry to use the checkpoint without a split") from e
+    if ckpt.get("preprocess"):
+        try:
+            PreprocessSpec.from_dict(ckpt["preprocess"])
+        except (TypeError, ValueError, AttributeError, CfnsrError) as e:
+            raise CheckpointError(f"{source}: invalid preprocess: {e}") from e
     return ckpt
 
 
@@ -179,6 +219,14 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: dict, source: st
         cfg = getattr(model, "config", None)
         name = f" configuration {cfg.name!r}" if cfg is not None else ""
         raise CheckpointError(f"{source} does not match the model{name}: {problem}")
+    own = model.state_dict()
+    kind = next((k for k, v in state_dict.items()
+                 if not torch.is_tensor(v) or v.is_floating_point() != own[k].is_floating_point()), None)
+    if kind is not None:
+        v = state_dict[kind]
+        raise CheckpointError(f"{source}: {kind} is {getattr(v, 'dtype', type(v).__name__)}, the model's is "
+                              f"{own[kind].dtype} (weights must be floating-point tensors): the file was not written "
+                              "by training")
     bad = [k for k, v in state_dict.items()
            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:

@@ -59,6 +59,11 @@ class ModelConfig(JsonDataclass):
             raise CfnsrError(f"planes {self.planes}: each must be >= 32 (group width is planes // 32)")
 
     @property
+    def clip_bytes(self) -> int:
+        """Bytes of one clip's float32 inputs (video and MFCC): what a batch's buffers hold per item."""
+        return 4 * (3 * self.frames * self.image_size ** 2 + self.mfcc_bins * self.mfcc_frames)
+
+    @property
     def video_features(self) -> int:
         return self.planes[3] * 2
 

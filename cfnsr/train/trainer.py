@@ -35,7 +35,7 @@ from ..errors import CfnsrError
 from ..fileio import write_json, write_text
 from ..lazy import bf16_supported
 from ..metrics import classification_metrics
-from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.network import CFNSR
 from .distributed import Dist, distribute, init_distributed, pick_device
@@ -125,7 +125,11 @@ def _restore(last: Path, model: nn.Module, opt, sched, device: torch.device) -> 
     if not last.exists():
         return [], {"val_top1": -1.0, "epoch": 0}, 0
     state = load_checkpoint(last)
-    model.load_state_dict(state["state_dict"])
+    missing = [k for k in ("optimizer", "rng", "history", "best", "epoch") if k not in state]
+    if missing:
+        raise CfnsrError(f"{last} is not a training state (it lacks {', '.join(missing)}; a best.pt copied over it?): "
+                         f"delete it to train that stage again from the start, or pass --force to start the run over")
+    load_state_dict_checked(model, state["state_dict"], str(last))
     opt.load_state_dict(state["optimizer"])
     if sched is not None and state.get("scheduler"):
         sched.load_state_dict(state["scheduler"])
@@ -268,18 +272,34 @@ def pretrain_unimodal(model: CFNSR, fold_dir: Path, ctx: StageContext) -> None:
         getattr(model, name).load_state_dict(branch)
 
 
+def read_run_record(path: Path) -> dict:
+    """``run.json`` of a run folder, or a CfnsrError naming it and the way out (empty, torn, or not a run's)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CfnsrError(f"{path} is not a readable run record ({'empty' if not path.stat().st_size else e}): "
+                         "the run cannot be resumed; pass --force to start it over") from e
+    if not isinstance(record, dict) or not isinstance(record.get("train_config"), dict):
+        raise CfnsrError(f"{path} is not the record of a cfnsr training run (no train_config): pass --force to start "
+                         "over, or choose another folder")
+    return record
+
+
 def start_run(run_dir: str | Path, cache: FeatureCache, model_config: ModelConfig, tc: TrainConfig, resume: bool,
-              force: bool) -> None:
-    """Check and record the run folder: a new run refuses a used folder; a resumed one must match it."""
+              force: bool, folds_to_write=None) -> None:
+    """Check and record the run folder: a new run refuses a used folder; a resumed one must match it.
+
+    ``force`` starts over: it removes only the folders of ``folds_to_write`` (all ``fold1..foldN`` of ``tc.folds``
+    when None), and only once every check has passed; nothing else in the folder is touched."""
     run_dir = Path(run_dir)
     record = {"model_config": model_config.to_dict(), "train_config": asdict(tc), "cache": str(cache.root),
               "cache_hash": cache.hash}
     path = run_dir / "run.json"
     if path.exists():
-        import json
-
-        old = json.loads(path.read_text())
         if resume:
+            old = read_run_record(path)
             diffs = [k for k in ("model_config", "train_config", "cache_hash") if old.get(k) != record[k]]
             if diffs:
                 raise CfnsrError(f"cannot resume {run_dir}: {', '.join(diffs)} differ from the run recorded there")
@@ -288,8 +308,11 @@ def start_run(run_dir: str | Path, cache: FeatureCache, model_config: ModelConfi
             raise CfnsrError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
         import shutil
 
-        for child in run_dir.glob("fold*"):
-            shutil.rmtree(child)
+        folds = folds_to_write if folds_to_write is not None else range(1, tc.folds + 1)
+        for k in folds:
+            child = run_dir / f"fold{k}"
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
     elif resume:
         raise CfnsrError(f"nothing to resume: {path} does not exist")
     write_json(path, record)

@@ -154,7 +154,7 @@ def test_predict_matches_cfnsr_predict_on_real_media(media, media_pt2, face_clip
 def test_frames_and_pcm_buffers_match_python(media, media_pt2, face_clip, recognizer, tmp_path):
     """The camera path through the C interface (cfnsr_recognize_frames, and the building blocks with
     cfnsr_run_media), against Recognizer.predict on the same buffers; its error checks run too."""
-    from cfnsr.data.features import decode_frames, decode_audio
+    from cfnsr.data.features import decode_audio, decode_frames
 
     got, total = decode_frames(face_clip, set(range(10**6)))
     frames = np.stack([got[i] for i in range(total)])

@@ -92,3 +92,33 @@ def test_cache_that_does_not_fit_the_model(tiny_cache):
 
     with pytest.raises(DataError, match="preprocess with `cfnsr preprocess --config cfn-sr`"):
         tiny_cache.check_model(get_config("cfn-sr"))
+
+
+def test_a_disk_that_fills_up_midway_stops_the_run_instead_of_failing_clips(tmp_path, synth_raw, monkeypatch):
+    """A clip that cannot be written is the machine's fault, not the clip's: the run stops, naming the disk."""
+    import cfnsr.data.cache as cache_mod
+    from cfnsr.errors import CfnsrError
+
+    raw = _small_raw(synth_raw, tmp_path / "raw", n=3)
+    written = []
+
+    def full(path, array, force=True):
+        if written:
+            raise CfnsrError(f"cannot write {path}: no space left on the device (the disk is full)")
+        written.append(path)
+        return "0" * 64
+
+    monkeypatch.setattr(cache_mod, "save_npy", full)
+    with pytest.raises(CfnsrError, match="the disk is full"):
+        preprocess(raw, tmp_path / "cache", SPEC, workers=1, **QUIET)
+    assert not (tmp_path / "cache" / "manifest.json").exists()
+    assert not (tmp_path / "cache" / "failures.json").exists()
+
+
+def test_torn_and_foreign_progress_lines_are_skipped(tmp_path):
+    from cfnsr.data.cache import _read_progress
+
+    good = {"stem": "a", "label": 0, "actor": 1, "source_sha256": "s", "frames_sha256": "f", "mfcc_sha256": "m"}
+    path = tmp_path / "progress.jsonl"
+    path.write_bytes(json.dumps(good).encode() + b'\n{"stem": "b", "lab\n[1, 2]\n{"nostem": 1}\n\xff\xfe\n')
+    assert list(_read_progress(path)) == ["a"]

@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +149,43 @@ def test_integer_pcm_is_scaled_to_unit_range(speech_wav):
     assert got_rate == rate and audio.dtype == np.float32
     np.testing.assert_array_equal(audio, raw.astype(np.float32) / 32768)
     assert 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_audio_warnings_say_silent_near_silent_and_short():
+    from cfnsr.data.features import audio_warnings
+
+    rate = 16000
+    t = np.arange(int(3.3 * rate)) / rate
+    speech = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    assert audio_warnings(speech, rate, SPEC) == []
+    assert any("silent in the window" in w for w in audio_warnings(np.zeros_like(speech), rate, SPEC))
+    quiet = audio_warnings(speech * 1e-2, rate, SPEC)
+    assert len(quiet) == 1 and "near-silent" in quiet[0] and "-63 dBFS" in quiet[0]
+    short = audio_warnings(speech[: int(0.1 * rate)], rate, SPEC)
+    assert "lasts 0.10 s, shorter than the window" in short[0] and "silent" in short[1]
+
+
+def test_a_truncated_clip_is_said_not_guessed(tmp_path, synth_raw):
+    from cfnsr.data.features import decode_audio, decode_frames
+    from cfnsr.data.synth import write_clip
+
+    got, total = decode_frames(synth_raw / CLIP, set(range(10_000)))
+    audio, rate = decode_audio(synth_raw / CLIP)
+    clip = tmp_path / "c.mp4"
+    write_clip(clip, [got[i] for i in range(total)], audio, rate=rate, faststart=True)
+    assert extract_clip(clip, SPEC, None, use_detector=False).warnings == []
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
+    f = extract_clip(clip, SPEC, None, use_detector=False)
+    assert f.frames.shape == (20, 96, 96, 3)
+    assert any("truncated" in w for w in f.warnings), f.warnings
+
+
+def test_clips_are_found_whatever_the_case_of_their_extension(tmp_path, synth_raw):
+    from cfnsr.data.ravdess import find_clips
+
+    (tmp_path / "Actor_03").mkdir()
+    os.link(synth_raw / CLIP, tmp_path / "Actor_03" / (Path(CLIP).stem + ".MP4"))
+    os.symlink("loop.mp4", tmp_path / "Actor_03" / "loop.mp4")
+    notes = []
+    assert [f.name for f, _ in find_clips(tmp_path, log=notes.append)] == [Path(CLIP).stem + ".MP4"]
+    assert len(notes) == 1 and "symlink loop" in notes[0]

@@ -30,7 +30,7 @@ def test_media_and_features_artifacts_agree(synth_raw, media_onnx, fp32_onnx):
 
 
 def test_predict_from_frames_and_audio_at_any_rate(synth_raw, media_onnx):
-    from cfnsr.data.features import decode_frames, decode_audio, resample
+    from cfnsr.data.features import decode_audio, decode_frames, resample
 
     clip = synth_raw / HELD_OUT[4]
     got, total = decode_frames(clip, set(range(10_000)))
@@ -44,7 +44,8 @@ def test_predict_from_frames_and_audio_at_any_rate(synth_raw, media_onnx):
         boxes = np.tile([[10, 10, 50, 60]], (total, 1))
         assert rec.predict(frames, audio, rate, boxes=boxes).crop == "landmarks"
         bad = [(frames.astype(np.float32), audio, rate, "expected uint8"), (frames[0], audio, rate, "expected uint8"),
-               (frames, audio[:0], rate, "expected mono samples"), (frames, audio, 0, "sample_rate must be positive"),
+               (frames, audio[:0], rate, "expected mono samples"),
+               (frames, audio, 0, "sample_rate: expected a positive number"),
                (frames, np.full_like(audio, np.nan), rate, "non-finite"),
                (frames, audio, rate, "boxes: expected")]
         for f, a, r, msg in bad:
@@ -97,6 +98,23 @@ def test_first_media_prediction_needs_no_librosa_or_numba(synth_raw, media_onnx)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[1:] == ["False", "False"], out.stdout
+
+
+def test_pcm_and_sample_rate_are_checked_before_any_model_runs():
+    from cfnsr.engines.recognizer import as_pcm, check_rate
+
+    pcm16 = np.array([-32768, 0, 16384, 32767], np.int16)
+    assert np.allclose(as_pcm(pcm16), [-1.0, 0.0, 0.5, 32767 / 32768])
+    assert np.allclose(as_pcm(np.array([0, 128, 255], np.uint8)), [-1.0, 0.0, 127 / 128])
+    assert as_pcm([0.5, -0.5]).dtype == np.float32
+    for bad, msg in ((np.zeros(4, np.uint16), "unsigned uint16"), (np.array(["a"]), "dtype <U1"),
+                     (np.zeros((2, 4), np.float32), "mono samples"), (np.zeros(0, np.float32), "mono samples")):
+        with pytest.raises(InputError, match=msg):
+            as_pcm(bad)
+    assert check_rate(16000) == 16000 and check_rate(22050.0) == 22050.0 and check_rate(np.int64(8000)) == 8000
+    for bad in ("44100", 0, -1, float("inf"), float("nan"), True, None, [44100]):
+        with pytest.raises(InputError, match="sample_rate: expected a positive number of Hz"):
+            check_rate(bad)
 
 
 def test_preprocess_and_the_recognizer_follow_one_face_policy(tmp_path, fp32_onnx):

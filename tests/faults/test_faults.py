@@ -8,7 +8,6 @@ impossible landmark file beside a clip) assert that the result says why instead.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import pickle
@@ -19,42 +18,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from faultlib import _hash, _replace, _small_cache
 
 from cfnsr.cli import main
 
 CLIP = "Actor_01/01-01-05-02-01-01-01.mp4"  # angry, held-out actor 1
-
-
-def _hash(path: Path) -> str:
-    h = hashlib.sha256()
-    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in paths:
-        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _small_cache(src, dst: Path, actors=(1, 2), **changes) -> Path:
-    """A cache of ``actors`` only, its arrays hard-linked to ``src`` (so a fault planted here never reaches the
-    session's cache: a changed file is written anew, never in place)."""
-    m = json.loads((src.root / "manifest.json").read_text())
-    m["clips"] = [c for c in m["clips"] if c["actor"] in actors]
-    for kind in ("frames", "mfcc"):
-        (dst / kind).mkdir(parents=True)
-        for c in m["clips"]:
-            os.link(src.root / kind / f"{c['stem']}.npy", dst / kind / f"{c['stem']}.npy")
-    shutil.copy(src.root / "spec.json", dst / "spec.json")
-    m.update(changes)
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return dst
-
-
-def _replace(path: Path, data: bytes | None = None, array: np.ndarray | None = None) -> None:
-    path.unlink()
-    if array is not None:
-        np.save(path, array)
-    else:
-        path.write_bytes(data)
 
 
 @pytest.fixture(scope="module")
@@ -345,10 +313,10 @@ def test_a_second_preprocess_into_the_same_cache_is_refused(corpus, tmp_path):
     out.mkdir()
     with open(out / ".lock", "w") as held:  # another preprocess holds the folder
         fcntl.flock(held, fcntl.LOCK_EX)
-        held.write("4242")
+        held.write(str(os.getpid()))  # a running owner (a dead one's lock is taken over: tests/test_workers.py)
         held.flush()
         res = CliRunner().invoke(main, ["preprocess", str(corpus["raw"]), "-o", str(out), "--config", "cfn-sr-tiny"])
-    assert res.exit_code != 0 and "another cfnsr preprocess (pid 4242) is writing" in res.output
+    assert res.exit_code != 0 and f"another cfnsr preprocess (pid {os.getpid()}) is writing" in res.output
     assert not (out / "manifest.json").exists()
 
 

@@ -24,7 +24,7 @@ def subset_cache(cache: FeatureCache, root: Path, per_actor: int) -> FeatureCach
     for a in cache.actors:
         clips += [c for c in cache.clips if c.actor == a][:per_actor]
     manifest = json.loads((cache.root / "manifest.json").read_text())
-    manifest.update(clips=clips, hash=f"subset-{per_actor}-{cache.hash}")
+    manifest.update(clips=[c.to_dict() for c in clips], hash=f"subset-{per_actor}-{cache.hash}")
     (root / "manifest.json").write_text(json.dumps(manifest))
     for sub in ("frames", "mfcc"):
         (root / sub).symlink_to(cache.root / sub)
