@@ -94,6 +94,12 @@ _WRITES_ALLOWED = {
     ("data/synth.py", "write_clip"): "muxes into the path its caller gives: an atomic_path temporary",
     ("data/cache.py", "_cache_lock"): "the lock file itself (flock), emptied on exit",
     ("data/cache.py", "_preprocess_locked"): "progress.jsonl, an append-only log whose torn last line is skipped",
+    ("engines/live.py", "__call__"): "the overlay muxes into an atomic_path temporary entered when the first frame "
+                                     "comes (its size is known only then)",
+    ("engines/live.py", "run_live"): "--jsonl/--csv are opened on atomic_path temporaries held by an ExitStack",
+    ("export/auto.py", "search"): "state.save() is the search State's, which writes through fileio.write_json",
+    ("export/auto.py", "evaluate"): "state.save() is the search State's, which writes through fileio.write_json",
+    ("export/auto.py", "path"): "candidate graphs go into the folder the export gives: its temp_dir",
 }
 
 

@@ -154,8 +154,14 @@ def declare_outputs(checkpoint: Path, out: Path, opts: ExportOptions, formats) -
         for kind in (".report.json", ".report.md", ".confusion.png"):
             outs.file(stem.with_name(stem.name + kind), f"the report beside {what}", text=kind != ".confusion.png",
                       force=True)
-    if opts.precision == "int8":
+    if opts.precision in ("int8", "auto"):
         outs.folder(out.parent / "calibration-cache", "the calibration cache beside -o")
+    if opts.precision == "auto":  # the search's state (resumed by a rerun) and its reports, beside -o
+        stem = out.with_suffix("") if out.suffix == ".onnx" else out
+        outs.file(stem.with_name(stem.name + ".state.json"), "the search state beside -o", text=True, force=True)
+        for kind in (".json", ".md", ".png"):
+            outs.file(stem.with_name(stem.name + ".search" + kind), "the search report beside -o",
+                      text=kind != ".png", force=True)
     if "engine" in formats:
         engine = engine_path(out)
         outs.file(engine, "the engine beside -o")
