@@ -69,7 +69,8 @@ def main() -> None:
     from cfnsr.export import auto
     from cfnsr.export.calibrate import calibrate, select_clips
     from cfnsr.export.latency import probe_for
-    from cfnsr.export.onnx_graph import base_metadata, export_fp32, input_spec
+    from cfnsr.artifact import base_metadata
+    from cfnsr.export.onnx_graph import export_fp32, input_spec
     from cfnsr.fileio import sha256_file, write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
     from cfnsr.model.checkpoint import Checkpoint
