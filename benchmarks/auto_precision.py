@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--out", default="bench_out/auto")
     a = p.parse_args()
 
+    from cfnsr.artifact import base_metadata
     from cfnsr.data.cache import FeatureCache, preprocess
     from cfnsr.data.spec import PreprocessSpec
     from cfnsr.data.synth import generate
@@ -69,7 +70,6 @@ def main() -> None:
     from cfnsr.export import auto
     from cfnsr.export.calibrate import calibrate, select_clips
     from cfnsr.export.latency import probe_for
-    from cfnsr.artifact import base_metadata
     from cfnsr.export.onnx_graph import export_fp32, input_spec
     from cfnsr.fileio import sha256_file, write_json, write_text
     from cfnsr.model import create_model, save_checkpoint
