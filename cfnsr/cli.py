@@ -617,10 +617,12 @@ def predict(inputs, model_path, backend, landmarks, allow_center_crop, save_inpu
 
     if timeline:
         given = [flag for flag, v in (("--jsonl", jsonl), ("--csv", csv_path), ("--landmarks", landmarks),
-                                      ("--save-inputs", save_inputs), ("--json", as_json)) if v]
+                                      ("--save-inputs", save_inputs), ("--json", as_json),
+                                      ("--strict", strict)) if v]
         if given:
             raise click.UsageError(f"--timeline writes NAME.timeline.csv and NAME.timeline.png per recording (in "
-                                   f"--out); it does not take {', '.join(given)}")
+                                   f"--out), each window's audio_padded and face_lost in its rows; it does not take "
+                                   f"{', '.join(given)}")
     else:
         given = [flag for flag, v in (("--hop", hop), ("--out", out_dir)) if v is not None]
         if given:

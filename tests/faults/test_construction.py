@@ -345,6 +345,8 @@ CASES = [
      ["clip"]),
     ("predict-hop-without-timeline", lambda c: ["predict", c["clip"], "--model", c["onnx"], "--hop", "1"],
      "apply to --timeline only", ["clip"]),
+    ("predict-timeline-with-strict", lambda c: ["predict", c["clip"], "--model", c["onnx"], "--timeline",
+                                                "--strict"], "does not take --strict", ["clip"]),
 ]
 
 
