@@ -253,7 +253,8 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
                 tried.add(g)
                 continue
             note(f"reverted {g}: accuracy drop {_fmt(current.accuracy['accuracy_drop'])} -> "
-                 f"{_fmt(cand.accuracy['accuracy_drop'])} points, agreement {100 * cand.accuracy['agreement']:.1f}%")
+                 f"{_fmt(cand.accuracy['accuracy_drop'])} points, agreement {_agreement(cand.accuracy)}; "
+                 f"{_gate(cand.accuracy)}")
             reverted[g] = cand
             current = cand
         if current.passed:
@@ -391,8 +392,7 @@ def markdown(rep: dict) -> str:
                              "accuracy drop (points)", "agreement", "gate"],
                             [[c["name"], len(c["int8"]), c["p50_ms"], c["p90_ms"], f"x{c['ratio_to_float']:.3f}",
                               rep["final_p50_ms"].get(c["name"], "-"), _fmt(c["accuracy"]["accuracy_drop"]),
-                              f"{100 * c['accuracy']['agreement']:.1f}%",
-                              "pass" if c["accuracy"]["passed"] else "fail"] for c in rep["candidates"]]),
+                              _agreement(c["accuracy"]), _gate(c["accuracy"])] for c in rep["candidates"]]),
              "", "## Why each group has its precision", ""]
     lines += [f"- {line}" for line in rep["reasons"].values()]
     lines += ["", "## Steps", ""] + [f"1. {s}" for s in rep["steps"]]
@@ -426,6 +426,19 @@ def plot(rep: dict, path: Path) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _agreement(acc: dict) -> str:
+    """A candidate's top-1 agreement, or "-" when it was refused before it was scored (not TensorRT-ready)."""
+    return "-" if acc.get("accuracy_drop") is None and acc.get("failures") else f"{100 * acc['agreement']:.1f}%"
+
+
+def _gate(acc: dict) -> str:
+    """pass, or fail with the first reason's kind (e.g. "fail (not TensorRT-ready)")."""
+    if acc.get("passed"):
+        return "pass"
+    first = (acc.get("failures") or [""])[0].split(":")[0]
+    return f"fail ({first})" if first else "fail"
 
 
 def write_reports(rep: dict, stem: Path) -> dict[str, str]:

@@ -176,3 +176,19 @@ def test_decision_pools_per_round_ratios_to_float():
     final = [[10, 30, 10], [9.5, 31, 10.5]]  # the mix's median absolute time is lower in the final timing
     ratios = auto.pooled_ratios([fl, mix], final)
     assert ratios["float"] == 1.0 and ratios["mix"] > 1.0
+
+
+def test_report_names_why_an_unscored_candidate_failed():
+    """A candidate refused before scoring (not TensorRT-ready) is not shown as 0% agreement."""
+    from cfnsr.export.auto import markdown
+
+    refused = {"passed": False, "accuracy_drop": None, "agreement": 0.0,
+               "failures": ["not TensorRT-ready: Conv c: its weight input w is not fed by a DequantizeLinear"]}
+    scored = {"passed": True, "accuracy_drop": 0.0, "agreement": 1.0, "failures": []}
+    cand = {"int8": ["stem"], "p50_ms": 1.0, "p90_ms": 1.0, "ratio_to_float": 1.0}
+    rep = {"backend": "onnxruntime on cpu", "chosen": "float", "precision": "fp32", "fastest_plain_passing": "float",
+           "note": "", "final_p50_ms": {}, "reasons": {}, "steps": [],
+           "candidates": [{**cand, "name": "float", "accuracy": scored}, {**cand, "name": "mix", "accuracy": refused}]}
+    rows = {line.split("|")[1].strip(): line for line in markdown(rep).splitlines() if line.startswith("| ")}
+    assert rows["mix"].rstrip(" |").endswith("| - | - | fail (not TensorRT-ready)")
+    assert rows["float"].rstrip(" |").endswith("| 0.00 | 100.0% | pass")
