@@ -18,6 +18,15 @@ def _pyplot():
     return plt
 
 
+def save_png(fig, path: str | Path) -> Path:
+    """A finished matplotlib figure as a PNG at ``path`` (laid out, written atomically, then closed)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_confusion(cm, labels, path: str | Path, title: str) -> Path:
     """Confusion matrix (rows true, columns predicted), row-normalised colours with counts written in."""
     plt = _pyplot()
@@ -36,11 +45,7 @@ def plot_confusion(cm, labels, path: str | Path, title: str) -> Path:
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black",
                         fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def plot_bars(groups: dict[str, dict[str, float]], path: str | Path, title: str, ylabel: str) -> Path:
@@ -59,11 +64,7 @@ def plot_bars(groups: dict[str, dict[str, float]], path: str | Path, title: str,
     if len(series) > 1:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -116,8 +117,4 @@ def plot_timeline(times: list[float], series: dict[str, list[float]], path: str 
     ax.set_title(title)
     ax.legend(loc="upper right", ncol=4, fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)

@@ -401,8 +401,7 @@ def markdown(rep: dict) -> str:
 
 def plot(rep: dict, path: Path) -> Path:
     """Latency (p50) against accuracy drop of every candidate, the Pareto front drawn, the choice marked."""
-    from ..fileio import atomic_path
-    from ..reports import _pyplot
+    from ..reports import _pyplot, save_png
 
     plt = _pyplot()
     cands = rep["candidates"]
@@ -421,11 +420,7 @@ def plot(rep: dict, path: Path) -> Path:
     ax.set_title("--precision auto: candidates (green passes the gate)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def _agreement(acc: dict) -> str:
