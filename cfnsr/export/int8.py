@@ -204,12 +204,36 @@ def quantize(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]], sco
                              list(QUANT_OPS), extra)
     quantizer.quantize_model()
     out = quantizer.model.model
+    _unshare_float_layers(out, set(placement.quantize))
     _quantize_residuals(out, placement.residual, ranges)
     out = topological_sort(out)
     if high_precision == "fp16":
         out = to_fp16_qdq(out)
     onnx.checker.check_model(out)
     return out, placement
+
+
+def _unshare_float_layers(model: onnx.ModelProto, quantized: set[str]) -> None:
+    """Give the float layers back their float input where ONNX Runtime shared a Q/DQ pair with them.
+
+    The quantizer (one shared pair per tensor, as ModelOpt configures it) points *every* consumer of a quantized
+    tensor at the pair's DequantizeLinear. When two layers read one tensor and only one is int8 (a stage's first
+    reduce 1x1x1 and its downsample both read the block input), the float one would then read a Q/DQ'd activation
+    with a float weight: rounding for no int8 kernel, and a layer TensorRT runs in high precision anyway (the
+    readiness check refuses the graph). Other consumers (the residual Adds, LayerNorms) keep the pair, as ModelOpt's
+    graphs have them.
+    """
+    producer, consts = producers(model), set(_initializers(model))
+    for n in model.graph.node:
+        if n.op_type not in QUANT_OPS or n.name in quantized:
+            continue
+        for i, t in enumerate(n.input):
+            dq = producer.get(t)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producer:
+                continue
+            q = producer[dq.input[0]]
+            if q.op_type == "QuantizeLinear" and q.input[0] not in consts:
+                n.input[i] = q.input[0]
 
 
 def _scale_of(lo: float, hi: float) -> np.float32:

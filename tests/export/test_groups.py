@@ -104,3 +104,31 @@ def test_a_group_name_that_contradicts_the_graph_is_refused(tiny_graph):
 def test_describe():
     assert groups.describe("stage2.grouped") == "grouped 3x3x3, stage 2"
     assert groups.describe("stem") == "video stem (7x7x7)"
+
+
+def test_any_mix_of_groups_is_tensorrt_ready(tiny_graph):
+    """The search builds graphs from any set of groups: each one alone and all but each one pass the readiness check,
+    and no float layer reads a Q/DQ'd activation (a stage's reduce and downsample read one tensor; only one may be
+    int8)."""
+    from cfnsr.errors import CfnsrError
+    from cfnsr.export import readiness
+    from cfnsr.export.int8 import quantize
+
+    ranges = {t: (-4.0, 4.0) for n in tiny_graph.graph.node for t in list(n.input) + list(n.output)}
+    present = groups.grouping(tiny_graph).present()
+    checked = 0
+    for g in present:
+        for mix in ({g}, set(present) - {g}):
+            try:
+                q, placement = quantize(tiny_graph, ranges, sorted(mix))
+            except CfnsrError as e:  # the classifier alone: a GEMV, nothing int8 can take
+                assert mix == {"classifier"} and "nothing to quantize" in str(e)
+                continue
+            assert readiness.check(q).problems == [], sorted(mix)
+            producer = {o: n for n in q.graph.node for o in n.output}
+            for n in q.graph.node:
+                if n.op_type in groups.QUANT_OPS and n.name not in placement.quantize:
+                    assert producer.get(n.input[0]) is None or producer[n.input[0]].op_type != "DequantizeLinear", \
+                        (sorted(mix), n.name)
+            checked += 1
+    assert checked == 2 * len(present) - 1
