@@ -29,8 +29,8 @@ from .latency import LatencyProbe, _Session, example_inputs
 
 def _build(path: Path, batch: int, detailed: bool):
     """The engine of ``path`` for a fixed batch (min = opt = max), through ``cfnsr build``'s loaders."""
+    from ..artifact import read_metadata
     from .engine import BuildOptions, config_loader, input_shapes_from_metadata, network_loader
-    from .onnx_graph import read_metadata
 
     trt_mod = require("polygraphy.backend.trt", "tensorrt", "the TensorRT latency probe (Polygraphy)")
     opts = BuildOptions(batch=(batch, batch, batch), layer_info=detailed)

@@ -299,3 +299,44 @@ def test_the_polygraphy_floor_is_what_the_package_requires():
     except md.PackageNotFoundError:
         return
     assert sysinfo.target_facts()["polygraphy"] == installed
+
+
+def test_auto_search_on_tensorrt_through_polygraphy(standin, trained_tiny, tiny_cache, tmp_path):
+    """`export --precision auto --backend tensorrt` through cfnsr's real TensorRT probe on the stand-in: each candidate
+    is built (strongly typed, fixed batch profile) and run with Polygraphy's TrtRunner; the per-layer profile comes
+    from the IProfiler set on the runner's context of a DETAILED build. The stand-in's cost model halves every int8
+    layer, so its profile says int8 pays everywhere; whole-graph timings (ONNX Runtime under the stand-in) decide."""
+    from cfnsr.export import auto as auto_mod
+    from cfnsr.export.pipeline import ExportOptions, export
+
+    profiled = []
+    real = auto_mod.ProbeLatency.estimated_savings
+
+    def savings(self):
+        out = real(self)
+        profiled.append(out)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(auto_mod.ProbeLatency, "estimated_savings", savings)
+        res = export(trained_tiny, ExportOptions("auto", tmp_path / "m.auto.onnx", fmt="onnx", data=tiny_cache.root,
+                                                 calib_clips=32, device="cuda", auto_backend="tensorrt",
+                                                 auto_budget=8, progress=False), log=lambda *a: None)
+    assert res.passed
+    rep = json.loads((tmp_path / "m.auto.search.json").read_text())
+    assert rep["backend_name"] == "tensorrt" and rep["device"] == "cuda"
+    assert "float type fp16" in rep["backend"] and rep["accuracy_runs_on"] == "onnxruntime (CPU)"
+    # every searchable group got a saving from the profile, and int8 paid in each (the cost model halves int8)
+    (est,) = profiled
+    assert set(est) == set(rep["searchable_groups"])
+    assert all(e["int8_ms"] < e["float_ms"] for e in est.values())
+    builds = [e.header for e in standin.engines]
+    verbosity = {h["profiling_verbosity"] for h in builds}
+    assert verbosity == {"DETAILED", "LAYER_NAMES_ONLY"}  # one profile build each for int8 and float; the rest timed
+    assert all(h["profile"]["video"]["min"][0] == h["profile"]["video"]["max"][0] == 1 for h in builds)
+    assert not any(r.is_active for r in standin.runners)  # every runner was deactivated
+    from cfnsr.artifact import read_metadata
+
+    meta = read_metadata(res.path)
+    assert meta["auto"]["backend"] == "tensorrt"
+    assert set(meta["precision_map"].values()) <= {"int8", "fp16"}

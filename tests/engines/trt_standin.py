@@ -11,6 +11,11 @@ v10.3.0 and 0.53.6 from pip; TensorRT's headers and Python bindings at v10.3.0 a
   ``infer`` returns views of ONE host buffer per output, reused by the next call and cut to the new batch
   (``backend/trt/runner.py`` ``_get_array_on_cpu`` + ``util.array.resize_or_reallocate``; ``backend/base/runner.py``:
   "Runners may reuse these output buffers").
+* ``IExecutionContext.profiler``: an ``IProfiler`` set there gets ``report_layer_time(name, ms)`` once per layer for
+  each execution (NvInferRuntime.h, 10.x/11.x). The layers are the ONNX nodes as TensorRT names what it builds: a
+  Conv/MatMul/Gemm with the ReLU it fuses is ``"conv + relu"``, an activation QuantizeLinear is ``"q input
+  reformatter 0"``. Their times are a cost model, not a measurement (the weight's size, halved where the weight comes
+  through a DequantizeLinear: int8), so a search on it has a known answer.
 * ``EngineFromBytes``: a plan is refused unless this "TensorRT" and "GPU" can run it (TensorRT refuses a plan of
   another version unless it was built version-compatible and this one is newer in the same major; of another
   compute capability unless hardware-compatible, which needs Ampere, 8.0+: NvInfer.h ``kAMPERE_PLUS``); garbage is
@@ -81,6 +86,16 @@ _BY_NAME = {"float32": DataType.FLOAT, "float16": DataType.HALF, "uint8": DataTy
             "int32": DataType.INT32}
 
 
+class IProfiler:
+    """``tensorrt.IProfiler``: subclassed in Python, its ``__init__`` called, ``report_layer_time`` overridden."""
+
+    def __init__(self):
+        pass
+
+    def report_layer_time(self, layer_name, ms):
+        raise NotImplementedError("IProfiler.report_layer_time is pure virtual")
+
+
 def nptype(dt):
     """``tensorrt.nptype``: the NumPy type of a TensorRT DataType."""
     return _NP[dt]
@@ -118,6 +133,36 @@ class Engine:
     def create_execution_context(self, strategy=ExecutionContextAllocationStrategy.STATIC):
         return Context(self, strategy)
 
+    def layers(self) -> list[tuple[str, float]]:
+        """[(TensorRT layer name, ms)] of the engine's ONNX graph, from the cost model in the module docstring."""
+        if getattr(self, "_layers", None) is None:
+            import onnx
+
+            model = onnx.load(self.header["onnx"])
+            inits = {i.name: i for i in model.graph.initializer}
+            producer = {o: n for n in model.graph.node for o in n.output}
+            users: dict[str, list] = {}
+            for n in model.graph.node:
+                for t in n.input:
+                    users.setdefault(t, []).append(n)
+            self._layers = []
+            for n in model.graph.node:
+                if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
+                    self._layers.append((f"{n.name} input reformatter 0", 0.001))
+                if n.op_type not in ("Conv", "MatMul", "Gemm") or len(n.input) < 2:
+                    continue
+                w, int8 = n.input[1], False
+                if producer.get(w) is not None and producer[w].op_type == "DequantizeLinear":
+                    w, int8 = producer[w].input[0], True
+                if w not in inits:
+                    continue  # activation x activation: part of an attention layer here
+                name = n.name
+                after = users.get(n.output[0], [])
+                if len(after) == 1 and after[0].op_type == "Relu":
+                    name = f"{name} + {after[0].name}"
+                self._layers.append((name, float(np.prod(inits[w].dims)) * 1e-5 * (0.5 if int8 else 1.0)))
+        return self._layers
+
     def compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import onnxruntime as ort
 
@@ -136,6 +181,7 @@ class Context:
         self.shapes: dict[str, tuple] = {}
         self.addresses: dict[str, int] = {}
         self.device_memory: int | None = None
+        self.profiler = None  # IExecutionContext.profiler: an IProfiler, told each layer's time per execution
 
     def set_input_shape(self, name: str, shape) -> bool:
         prof = self.engine.header["profile"][name]
@@ -166,6 +212,7 @@ class Context:
             dev.capturing.launches.append((self, dict(self.shapes)))
         else:
             self.run(dict(self.shapes))
+            self.executed()
         return True
 
     def run(self, shapes: dict[str, tuple], stale: bool = False) -> None:
@@ -177,6 +224,12 @@ class Context:
         for name, value in self.engine.compute(feed).items():
             out = dev.tensors[self.addresses[name]][:len(value)]
             out.copy_(torch.full_like(out, float("nan")) if stale else torch.from_numpy(value))
+
+    def executed(self) -> None:
+        """What an execution tells the context's ``IProfiler``: each layer's time, once."""
+        if self.profiler is not None:
+            for name, ms in self.engine.layers():
+                self.profiler.report_layer_time(name, ms)
 
     def ready(self) -> bool:
         inputs = [t["name"] for t in self.engine.io if t["mode"] == "INPUT"]
@@ -243,10 +296,12 @@ class StandIn:
                 self.network, self.config = network, config
 
             def __call__(self):
-                _, network, _ = self.network if isinstance(self.network, tuple) else self.network()
+                builder, network, _ = self.network if isinstance(self.network, tuple) else self.network()
                 if not network.strongly_typed:
                     raise PolygraphyException("the stand-in builds strongly typed networks only, as cfnsr asks")
-                return standin.plan(network.onnx, self.config)
+                # Polygraphy takes an IBuilderConfig or a loader of one (``CreateConfig``), invoked on the network
+                config = self.config(builder, network) if callable(self.config) else self.config
+                return standin.plan(network.onnx, config)
 
         class EngineFromBytes:
             def __init__(self, serialized_engine, runtime=None):
@@ -262,8 +317,15 @@ class StandIn:
                 super().__init__(engine)
                 standin.runners.append(self)
 
-        self.EngineBytesFromNetwork, self.EngineFromBytes, self.TrtRunner = (EngineBytesFromNetwork,
-                                                                              EngineFromBytes, TrtRunner)
+        class EngineFromNetwork:  # Polygraphy: EngineFromBytes(EngineBytesFromNetwork(network, config))
+            def __init__(self, network, config=None, **kwargs):
+                self.bytes = EngineBytesFromNetwork(network, config)
+
+            def __call__(self):
+                return EngineFromBytes(self.bytes())()
+
+        self.EngineBytesFromNetwork, self.EngineFromBytes, self.EngineFromNetwork, self.TrtRunner = (
+            EngineBytesFromNetwork, EngineFromBytes, EngineFromNetwork, TrtRunner)
 
     # -- the plan: what the build had, readable back
     def plan(self, onnx_path: str, config: _Config) -> bytes:
@@ -346,7 +408,8 @@ class StandIn:
         trt.nptype = nptype
         trt.ICudaEngine, trt.IExecutionContext = Engine, Context
         backend = types.ModuleType("polygraphy.backend.trt")
-        for name in ("EngineBytesFromNetwork", "EngineFromBytes", "TrtRunner"):
+        trt.IProfiler = IProfiler
+        for name in ("EngineBytesFromNetwork", "EngineFromBytes", "EngineFromNetwork", "TrtRunner"):
             setattr(backend, name, getattr(self, name))
         backend.NetworkFromOnnxPath, backend.CreateConfig, backend.Profile = NetworkFromOnnxPath, CreateConfig, Profile
         cuda = types.ModuleType("polygraphy.cuda")
@@ -411,6 +474,7 @@ class TrtRunnerBase:
                                                                                                        shape):
                 raise PolygraphyException(f"For input: {t['name']}, failed to set shape to: {shape}")
         outputs = engine.compute({t["name"]: np.ascontiguousarray(feed_dict[t["name"]]) for t in inputs})
+        self.context.executed()
         self.calls += 1
         result = OrderedDict()
         for name, value in outputs.items():
