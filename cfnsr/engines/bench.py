@@ -158,12 +158,12 @@ def markdown(report: dict) -> str:
              r["p50_ms"], r["p90_ms"], r["p99_ms"],
              r["min_ms"], r["throughput_clips_s"], f"x{r['speedup_vs_first']:.2f}",
              r.get("device", {}).get("mean_ms", "-")] for r in report["results"]]
-    return "\n".join(head) + markdown_table(
+    notes = [f"- **{r['label']}** (batch {r['batch']}) is x{r['slower_than_float']['ratio']:.2f} the time of "
+             f"{r['slower_than_float']['float']}: {r['slower_than_float']['reason']}."
+             for r in report["results"] if r.get("slower_than_float")]
+    return "\n".join(head) + "\n" + markdown_table(
         ["artifact", "backend", "precision", "batch", "mean ms", "p50", "p90", "p99", "min", "clips/s",
-         "speed-up", "GPU ms"], rows) + "\n" + "".join(
-        f"\n- **{r['label']}** (batch {r['batch']}) is x{r['slower_than_float']['ratio']:.2f} the time of "
-        f"{r['slower_than_float']['float']}: {r['slower_than_float']['reason']}."
-        for r in report["results"] if r.get("slower_than_float"))
+         "speed-up", "GPU ms"], rows) + "\n" + "".join(f"\n{n}" for n in notes) + ("\n" if notes else "")
 
 
 def report_paths(json_path: str | Path) -> dict:

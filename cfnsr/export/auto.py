@@ -388,11 +388,15 @@ def markdown(rep: dict) -> str:
              f"Chosen: **{rep['chosen']}** (precision {rep['precision']}); fastest plain choice that passes: "
              f"{rep['fastest_plain_passing'] or 'none'}." + (f" {rep['note']}." if rep["note"] else ""), "",
              "## Candidates", "",
-             markdown_table(["candidate", "int8 groups", "p50 ms", "p90 ms", "x float", "final p50 ms",
+             "`x float`: the candidate's time over the float graph's, timed side by side when it was evaluated. "
+             "`decision`: the median of those per-round ratios and the final interleaved timing's, which the choice "
+             "uses (a ratio within one round cancels the machine's drift).", "",
+             markdown_table(["candidate", "int8 groups", "p50 ms", "p90 ms", "x float", "final p50 ms", "decision",
                              "accuracy drop (points)", "agreement", "gate"],
                             [[c["name"], len(c["int8"]), c["p50_ms"], c["p90_ms"], f"x{c['ratio_to_float']:.3f}",
-                              rep["final_p50_ms"].get(c["name"], "-"), _fmt(c["accuracy"]["accuracy_drop"]),
-                              _agreement(c["accuracy"]), _gate(c["accuracy"])] for c in rep["candidates"]]),
+                              rep["final_p50_ms"].get(c["name"], "-"), _ratio(rep["decision_ratio_to_float"], c),
+                              _fmt(c["accuracy"]["accuracy_drop"]), _agreement(c["accuracy"]),
+                              _gate(c["accuracy"])] for c in rep["candidates"]]),
              "", "## Why each group has its precision", ""]
     lines += [f"- {line}" for line in rep["reasons"].values()]
     lines += ["", "## Steps", ""] + [f"1. {s}" for s in rep["steps"]]
@@ -421,6 +425,10 @@ def plot(rep: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_png(fig, path)
+
+
+def _ratio(ratios: dict, c: dict) -> str:
+    return f"x{ratios[c['name']]:.3f}" if c["name"] in ratios else "-"
 
 
 def _agreement(acc: dict) -> str:

@@ -187,8 +187,9 @@ def test_report_names_why_an_unscored_candidate_failed():
     scored = {"passed": True, "accuracy_drop": 0.0, "agreement": 1.0, "failures": []}
     cand = {"int8": ["stem"], "p50_ms": 1.0, "p90_ms": 1.0, "ratio_to_float": 1.0}
     rep = {"backend": "onnxruntime on cpu", "chosen": "float", "precision": "fp32", "fastest_plain_passing": "float",
-           "note": "", "final_p50_ms": {}, "reasons": {}, "steps": [],
+           "note": "", "final_p50_ms": {"float": 2.0}, "decision_ratio_to_float": {"float": 1.0}, "reasons": {},
+           "steps": [],
            "candidates": [{**cand, "name": "float", "accuracy": scored}, {**cand, "name": "mix", "accuracy": refused}]}
     rows = {line.split("|")[1].strip(): line for line in markdown(rep).splitlines() if line.startswith("| ")}
-    assert rows["mix"].rstrip(" |").endswith("| - | - | fail (not TensorRT-ready)")
-    assert rows["float"].rstrip(" |").endswith("| 0.00 | 100.0% | pass")
+    assert rows["mix"].rstrip(" |").endswith("| - | - | - | - | fail (not TensorRT-ready)")  # final, decision: none
+    assert rows["float"].rstrip(" |").endswith("| 2 | x1.000 | 0.00 | 100.0% | pass")
