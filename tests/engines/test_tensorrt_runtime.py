@@ -340,3 +340,36 @@ def test_auto_search_on_tensorrt_through_polygraphy(standin, trained_tiny, tiny_
     meta = read_metadata(res.path)
     assert meta["auto"]["backend"] == "tensorrt"
     assert set(meta["precision_map"].values()) <= {"int8", "fp16"}
+
+
+def test_the_standin_has_the_surface_of_the_installed_polygraphy():
+    """What cfnsr calls through the stand-in exists in the real Polygraphy (the pip release the venv has): every name
+    the stand-in offers, every keyword cfnsr passes, and the runner behaviour the TensorRT probe relies on (the context
+    is made on activate; infer executes and synchronises the stream, so an IProfiler has reported when it returns)."""
+    import inspect
+
+    pytest.importorskip("polygraphy")
+    from polygraphy.backend import trt as real
+
+    offered = StandIn().modules()["polygraphy.backend.trt"]
+    names = [n for n in vars(offered) if not n.startswith("_")]
+    assert {"EngineFromNetwork", "EngineBytesFromNetwork", "EngineFromBytes", "TrtRunner"} <= set(names)
+    assert [n for n in names if not hasattr(real, n)] == []
+
+    def params(cls):
+        return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+
+    used = {  # what cfnsr/export/engine.py, cfnsr/engines/tensorrt.py and cfnsr/export/latency_trt.py pass
+        real.NetworkFromOnnxPath: {"path", "strongly_typed"},
+        real.CreateConfig: {"profiles", "memory_pool_limits", "profiling_verbosity", "version_compatible",
+                            "hardware_compatibility_level"},
+        real.EngineBytesFromNetwork: {"network", "config"},
+        real.EngineFromNetwork: {"network", "config"},
+        real.EngineFromBytes: {"serialized_engine"},
+        real.TrtRunner: {"engine"},
+    }
+    assert {cls.__name__: sorted(kw - params(cls)) for cls, kw in used.items() if kw - params(cls)} == {}
+    activate, infer = inspect.getsource(real.TrtRunner.activate_impl), inspect.getsource(real.TrtRunner.infer_impl)
+    assert "self.context = " in activate
+    run = inspect.getsource(real.TrtRunner._infer_impl) if "self._infer_impl(" in infer else infer  # 0.5x / 0.49
+    assert run.index("execute_async_v3(") < run.rindex("self.stream.synchronize()")
