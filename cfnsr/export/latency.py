@@ -8,6 +8,17 @@
   every graph, ...) so that drift (another process, clocks) hits all of them alike; same batch and threads for all.
   The search decides on the medians of these.
 
+Interleaving has two costs that a single deployed session does not pay, and both are removed here (measured on
+cfn-sr-tiny, batch 1, 2 threads, median of 30, on this 2-core machine):
+
+* ONNX Runtime's intra-op workers spin after each run by default (``session.intra_op.allow_spinning``), so the
+  session that runs next shares the cores with the previous one's spinning threads: fp32 took 19.8 ms interleaved
+  against 5.5 ms alone, and a mix 7% *slower* than fp32 alone measured 27% faster. The probe's sessions do not spin
+  (interleaved: 6.9 ms, the mix 2-3% slower, the order a single session sees).
+* A graph that last ran several graphs ago starts with cold caches: OpenVINO fp32 took 5.1 ms interleaved against
+  2.7 ms alone. A graph faster than ``SWITCH_WARMUP_MS`` gets one untimed run before each timed one (3.0 ms); a
+  slower one is timed straight away, where the switch is a negligible share.
+
 A probe never changes what it measures: the graphs are the files the search wrote, run as the runners run them.
 """
 
@@ -27,6 +38,7 @@ from ..errors import CfnsrError
 from ..lazy import require
 
 BACKENDS = ("tensorrt", "openvino", "onnxruntime")
+SWITCH_WARMUP_MS = 50.0  # graphs faster than this run once untimed before each interleaved timed run
 
 
 def default_backend() -> tuple[str, str]:
@@ -72,18 +84,26 @@ class LatencyProbe:
         return f"{self.backend} on {self.device}, batch {self.batch}, threads {self.threads or 'default'}"
 
     def time(self, paths: list[Path], runs: int = 5, warmup: int = 1) -> dict[str, list[float]]:
-        """Whole-graph wall times (ms) of each graph, ``runs`` each, interleaved across the graphs."""
+        """Whole-graph wall times (ms) of each graph, ``runs`` each, interleaved across the graphs (a graph faster than
+        ``SWITCH_WARMUP_MS`` runs once untimed before each timed run: see the module docstring)."""
+
+        def timed(run) -> float:
+            t0 = time.perf_counter()
+            run()
+            return (time.perf_counter() - t0) * 1e3
+
         with ExitStack() as stack:
             runners = {str(p): stack.enter_context(self._open(Path(p))) for p in paths}
-            for run in runners.values():
-                for _ in range(warmup):
-                    run()
+            short = {}
+            for p, run in runners.items():
+                first = [timed(run) for _ in range(max(warmup, 1))]
+                short[p] = first[-1] < SWITCH_WARMUP_MS
             times: dict[str, list[float]] = {p: [] for p in runners}
             for _ in range(runs):
                 for p, run in runners.items():
-                    t0 = time.perf_counter()
-                    run()
-                    times[p].append((time.perf_counter() - t0) * 1e3)
+                    if short[p]:
+                        run()
+                    times[p].append(timed(run))
         return times
 
     def layer_times(self, path: Path, runs: int = 3) -> dict[str, float]:
@@ -121,6 +141,9 @@ class OnnxRuntimeProbe(LatencyProbe):
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        # interleaved sessions must not share the cores with each other's spinning workers (module docstring)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if profile_dir:
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(profile_dir) / "ort")

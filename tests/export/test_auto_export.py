@@ -258,3 +258,39 @@ def test_profiles_are_attributed_to_layers():
              "node_MatMul_3_token_7": 0.5, "r": 0.05, "unrelated": 9.0}
     got = attribute_to_layers(model, times, {"node_Conv_1", "node_MatMul_3"})
     assert got == pytest.approx({"node_Conv_1": 1.35, "node_MatMul_3": 0.5})
+
+
+def test_interleaved_timing_warms_a_short_graph_after_each_switch(monkeypatch, tmp_path):
+    """A graph faster than SWITCH_WARMUP_MS runs once untimed before each timed run (its caches went cold while the
+    others ran); a slower one is timed straight away; rounds interleave the graphs."""
+    import time as time_mod
+
+    from cfnsr.export import latency
+
+    calls = []
+
+    class Probe(latency.LatencyProbe):
+        def _open(self, path):
+            def run():
+                calls.append(path.name)
+                if path.name == "slow":
+                    time_mod.sleep(0.03)
+            return latency._Session(run)
+
+    monkeypatch.setattr(latency, "SWITCH_WARMUP_MS", 15.0)
+    times = Probe().time([tmp_path / "fast", tmp_path / "slow"], runs=3)
+    assert {p: len(t) for p, t in times.items()} == {str(tmp_path / "fast"): 3, str(tmp_path / "slow"): 3}
+    assert min(times[str(tmp_path / "slow")]) >= 30
+    # the first run of each, then per round: fast untimed, fast timed, slow timed
+    assert calls == ["fast", "slow"] + ["fast", "fast", "slow"] * 3
+
+
+def test_onnxruntime_probe_sessions_do_not_spin():
+    """Interleaved ONNX Runtime sessions with spinning workers slow each other (latency.py's docstring)."""
+    pytest.importorskip("onnxruntime")
+    from cfnsr.export.latency import OnnxRuntimeProbe
+
+    opts = OnnxRuntimeProbe(threads=2)._options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2
