@@ -52,7 +52,7 @@ def _tiny(args, work: Path, log):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=3, help="timed runs per graph (median)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per graph (median; the export's default)")
     p.add_argument("--budget", type=int, default=8)
     p.add_argument("--backends", default="openvino,onnxruntime")
     p.add_argument("--calib-clips", type=int, default=4, help="paper-size calibration clips")

@@ -14,8 +14,10 @@ are ``ProbeLatency`` (a ``latency.py`` probe) and ``ValidationAccuracy``; the te
 4. With budget left: the int8 groups whose estimated saving is the smallest are tried in float one at a time and
    kept in float when the whole graph is faster that way (the per-layer sums only order the search; whole-graph
    medians decide).
-5. The candidates that pass are timed together, interleaved; the fastest median wins. When no int8 mix passes, the
-   float graph is returned, and the report says why.
+5. The candidates that pass are timed together, interleaved; the lowest median ratio to the float graph wins. A mix
+   the search built has to beat the fastest plain choice that passes by ``PLAIN_MARGIN`` (point 5's 3%: within
+   it the timing cannot tell them apart, and the plain choice is kept), and any int8 mix has to beat the float
+   graph by ``MIN_GAIN``. When no int8 mix passes, the float graph is returned, and the report says why.
 
 Each evaluated candidate is written to a state file as soon as it is measured; a killed search continues where it
 stopped, and a rerun with the same inputs reuses every measurement.
@@ -286,13 +288,20 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
     ratio = pooled_ratios(passing, state.final["times"])
     float_cand = next(c for c in passing if not c.int8)
     best = min(passing, key=lambda c: (ratio[c.name], len(c.int8)))
-    # int8 has to earn its place: a mix within MIN_GAIN of the float graph does not replace it
-    chosen = best if ratio[best.name] < 1.0 - MIN_GAIN else float_cand
     log("decision (median of per-round ratios to the float graph, evaluation and final timing pooled): "
         + ", ".join(f"{c.name} x{ratio[c.name]:.3f}" for c in sorted(passing, key=lambda c: ratio[c.name])))
-    plain_names = set(plain)
-    plain_pass = [c for c in passing if c.name in plain_names]
-    fastest_plain = min(plain_pass, key=lambda c: ratio[c.name]).name if plain_pass else None
+    plain_pass = [c for c in passing if c.name in set(plain)]
+    top_plain = min(plain_pass, key=lambda c: ratio[c.name]) if plain_pass else None
+    fastest_plain = top_plain.name if top_plain else None
+    # a mix of the search's own has to beat the fastest plain choice by more than point 5's tolerance: within it the
+    # two are as fast as the timing can tell, and the plain choice is the one a user knows (and can reproduce)
+    if (best.kind == "search" and top_plain is not None
+            and ratio[best.name] > (1.0 - PLAIN_MARGIN) * ratio[fastest_plain]):
+        note(f"{best.name} (x{ratio[best.name]:.3f} of float) is within {100 * PLAIN_MARGIN:.0f}% of {fastest_plain} "
+             f"(x{ratio[fastest_plain]:.3f}): {fastest_plain} is kept")
+        best = top_plain
+    # int8 has to earn its place: a mix within MIN_GAIN of the float graph does not replace it
+    chosen = best if ratio[best.name] < 1.0 - MIN_GAIN else float_cand
     result_note = ""
     if not chosen.int8:
         failing = [c for c in evaluated.values() if c.int8 and not c.passed]
@@ -313,6 +322,7 @@ def search(searchable: list[str], latency: Latency, accuracy: Accuracy, state: S
 
 
 MIN_GAIN = 0.01  # an int8 mix replaces the float graph only when at least this much faster
+PLAIN_MARGIN = 0.03  # a mix the search built replaces the fastest plain choice only when this much faster
 
 
 def pooled_ratios(passing: list[Candidate], final_times: list[list[float]]) -> dict[str, float]:

@@ -121,6 +121,19 @@ def test_never_slower_than_the_fastest_plain_choice_that_passes():
     assert res.final_p50[res.chosen.name] <= 1.03 * fastest_plain
 
 
+def test_a_mix_within_the_tolerance_of_a_plain_choice_gives_way_to_it():
+    """The search finds a mix 0.2% faster than int8 no-grouped (stage4.downsample in fp32 saves 0.05 ms): closer than
+    point 5's 3%, which the timing cannot resolve, so the plain scope is returned."""
+    costs = _costs({g for g in GROUPS if not g.endswith(".grouped")})
+    costs["stage4.downsample"] = {"float": 1.0, auto.INT8: 1.05}
+    lat = StubLatency(costs)
+    res = _search(lat, StubAccuracy(), budget=30)
+    best_mix = min((c for c in res.candidates if c.kind == "search" and c.passed), key=lambda c: lat.whole(c.int8))
+    assert lat.whole(best_mix.int8) < lat.whole(SCOPE_GROUPS["no-grouped"]) < 1.03 * lat.whole(best_mix.int8)
+    assert res.chosen.name == "int8 no-grouped" and res.fastest_plain == "int8 no-grouped"
+    assert any("is within 3% of int8 no-grouped" in s and s.endswith("int8 no-grouped is kept") for s in res.steps)
+
+
 def test_budget_too_small_for_the_plain_choices_is_refused():
     from cfnsr.errors import CfnsrError
 
