@@ -19,7 +19,8 @@ cfn-sr-tiny, batch 1, 2 threads, median of 30, on this 2-core machine):
   2.7 ms alone. A graph faster than ``SWITCH_WARMUP_MS`` gets one untimed run before each timed one (3.0 ms); a
   slower one is timed straight away, where the switch is a negligible share.
 
-A probe never changes what it measures: the graphs are the files the search wrote, run as the runners run them.
+A probe never changes what it measures: the graphs are the files the search wrote, run as the runners run them
+(with the runners' threads and providers; only the spinning above differs).
 """
 
 from __future__ import annotations
