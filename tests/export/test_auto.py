@@ -116,7 +116,7 @@ def test_never_slower_than_the_fastest_plain_choice_that_passes():
     # int8 never pays: the search starts from float, and int8 all (slower) must not be chosen
     lat = StubLatency(_costs(set()), noise=0.001)
     res = _search(lat, StubAccuracy(), budget=12)
-    assert res.int8 == [] and "more than 1% faster than fp32" in res.note
+    assert res.int8 == [] and "measurably more than 1% faster than fp32" in res.note
     fastest_plain = min(res.final_p50[n] for n in res.final_p50 if not n.startswith("auto"))
     assert res.final_p50[res.chosen.name] <= 1.03 * fastest_plain
 
@@ -206,3 +206,18 @@ def test_report_names_why_an_unscored_candidate_failed():
     rows = {line.split("|")[1].strip(): line for line in markdown(rep).splitlines() if line.startswith("| ")}
     assert rows["mix"].rstrip(" |").endswith("| - | - | - | - | fail (not TensorRT-ready)")  # final, decision: none
     assert rows["float"].rstrip(" |").endswith("| 2 | x1.000 | 0.00 | 100.0% | pass")
+
+
+def test_a_mix_faster_only_in_some_rounds_does_not_replace_float():
+    """Noise: a mix whose rounds scatter around the float graph (median 5% faster, but slower in 4 of 10 rounds, as
+    the paper-size audio-fusion graph measured on ONNX Runtime here) is not measurably faster: float is returned."""
+    scattered = [0.77, 0.953, 1.054, 1.0, 0.842, 1.074, 0.795, 0.891, 1.208, 0.936]
+    ok, p = auto.beats_float(scattered)
+    assert not ok and p > auto.SIGN_P
+    assert auto.beats_float([0.37, 0.36, 0.38, 0.37, 0.35, 0.36, 0.37, 0.38, 0.36, 0.37]) == (True, 1 / 1024)
+    assert auto.beats_float([0.5, 0.5]) [0] is False  # two rounds can never rule out chance
+    fl = auto.Candidate("float", [], "float", [10.0] * 5, [10.0] * 5, {"passed": True})
+    mix = auto.Candidate("int8 audio-fusion", ["audio"], "plain", [10 * r for r in scattered[:5]], [10.0] * 5,
+                         {"passed": True})
+    rounds = auto.pooled_rounds([fl, mix], [[10.0] * 5, [10 * r for r in scattered[5:]]])
+    assert rounds["int8 audio-fusion"] == pytest.approx(scattered) and rounds["float"] == [1.0] * 5
