@@ -17,7 +17,8 @@ are ``ProbeLatency`` (a ``latency.py`` probe) and ``ValidationAccuracy``; the te
 5. The candidates that pass are timed together, interleaved; the lowest median ratio to the float graph wins. A mix
    the search built has to beat the fastest plain choice that passes by ``PLAIN_MARGIN`` (point 5's 3%: within
    it the timing cannot tell them apart, and the plain choice is kept), and any int8 mix has to beat the float
-   graph by ``MIN_GAIN`` in enough rounds to rule out chance (``beats_float``: a one-sided sign test). When no int8 mix passes, the float graph is returned, and the report says why.
+   graph by ``MIN_GAIN`` in enough rounds to rule out chance (``beats_float``: a one-sided sign test). When no
+   int8 mix passes, the float graph is returned, and the report says why.
 
 Each evaluated candidate is written to a state file as soon as it is measured; a killed search continues where it
 stopped, and a rerun with the same inputs reuses every measurement.

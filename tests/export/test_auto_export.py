@@ -74,11 +74,14 @@ def test_real_search_on_onnxruntime(auto_onnx, trained_tiny):
     names = [c["name"] for c in a["candidates"]]
     assert {"float", "int8 all", "int8 no-stem", "int8 no-grouped", "int8 no-stem-grouped",
             "int8 audio-fusion"} <= set(names) and len(names) <= 8
-    # point 5 in this run: nothing that passes is faster than the choice (per-round ratios to float, pooled), and a
-    # mix replaces the float graph only when it is at least 1% faster
+    # point 5 in this run: a mix replaces the float graph only when at least 1% faster (and measurably so: a sign
+    # test over its rounds), and then it is within 3% of the fastest candidate that passes
     ratio = a["decision_ratio_to_float"]
     assert set(ratio) == set(a["final_p50_ms"]) and a["fastest_plain_passing"] in ratio
-    assert ratio[a["chosen"]] == min(ratio.values()) or (a["chosen"] == "float" and min(ratio.values()) >= 0.99)
+    if a["chosen"] == "float":
+        assert min(ratio.values()) >= 0.99 or "measurably" in a["note"]
+    else:
+        assert ratio[a["chosen"]] < 0.99 and ratio[a["chosen"]] <= 1.03 * min(ratio.values())
     for c in a["candidates"]:
         assert len(c["latency_ms"]) == 5 and c["p50_ms"] > 0 and 0 <= c["accuracy"]["agreement"] <= 1
     # reports beside the output: state, JSON, Markdown with a reason per group, PNG
