@@ -239,12 +239,11 @@ def attribute_to_layers(model: onnx.ModelProto, times: dict[str, float], layers:
     name, by output tensor name, or as a prefix of a fused name such as TensorRT's ``a + b`` or ONNX Runtime's
     ``node_Conv_3_token_5``), and each node's time goes to the layer (one of ``layers``) it feeds: a Q/DQ step or a
     Relu/BatchNorm counts towards the quantized layer next to it. Time that reaches no layer is left out."""
+    from .onnx_graph import consumers as consumers_of
+    from .onnx_graph import producers
+
     by_name = {n.name: n for n in model.graph.node}
-    by_output = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    by_output, consumers = producers(model), consumers_of(model)
 
     def layer_of(node, depth: int = 0) -> str | None:
         """The layer ``node`` belongs to: itself, the layer its output feeds (Q -> DQ -> Conv), or the layer it

@@ -138,13 +138,11 @@ class Engine:
         if getattr(self, "_layers", None) is None:
             import onnx
 
+            from cfnsr.export.onnx_graph import consumers, producers
+
             model = onnx.load(self.header["onnx"])
             inits = {i.name: i for i in model.graph.initializer}
-            producer = {o: n for n in model.graph.node for o in n.output}
-            users: dict[str, list] = {}
-            for n in model.graph.node:
-                for t in n.input:
-                    users.setdefault(t, []).append(n)
+            producer, users = producers(model), consumers(model)
             self._layers = []
             for n in model.graph.node:
                 if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
